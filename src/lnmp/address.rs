@@ -53,11 +53,17 @@ pub fn validate_username(username: &str) -> Result<()> {
         .chars()
         .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '.' | '_' | '-'))
     {
-        return Err(Error::invalid(field, format!("character {c:?} not allowed")));
+        return Err(Error::invalid(
+            field,
+            format!("character {c:?} not allowed"),
+        ));
     }
     let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
     if !edge_ok(username.chars().next()) || !edge_ok(username.chars().last()) {
-        return Err(Error::invalid(field, "must start and end with a letter or digit"));
+        return Err(Error::invalid(
+            field,
+            "must start and end with a letter or digit",
+        ));
     }
     if username.contains("..") {
         return Err(Error::invalid(field, "two dots in a row"));
@@ -158,9 +164,7 @@ impl FromStr for Address {
             .ok_or_else(|| Error::invalid("address", "no '#' between username and checksum"))?;
         let username = username.to_ascii_lowercase();
         validate_username(&username)?;
-        if checksum.len() != CHECKSUM_LEN
-            || bs58::decode(checksum).into_vec().is_err()
-        {
+        if checksum.len() != CHECKSUM_LEN || bs58::decode(checksum).into_vec().is_err() {
             return Err(Error::invalid(
                 "checksum",
                 format!("must be {CHECKSUM_LEN} base58 characters"),
@@ -201,7 +205,10 @@ mod tests {
     fn formats_parses_and_verifies() {
         let a = Address::new(&key(), "alice", Some("Example.COM")).unwrap();
         let s = a.to_string();
-        assert!(s.starts_with("alice#") && s.ends_with("@example.com"), "{s}");
+        assert!(
+            s.starts_with("alice#") && s.ends_with("@example.com"),
+            "{s}"
+        );
         let back: Address = s.parse().unwrap();
         assert_eq!(back, a);
         back.verify(&key()).unwrap();
@@ -217,7 +224,18 @@ mod tests {
         for ok in ["a", "alice", "a.b", "a_b-c", "0x", &"a".repeat(57)] {
             validate_username(ok).unwrap();
         }
-        for bad in ["", ".a", "a.", "a..b", "-a", "a-", "al ice", "al@ce", "ålice", &"a".repeat(58)] {
+        for bad in [
+            "",
+            ".a",
+            "a.",
+            "a..b",
+            "-a",
+            "a-",
+            "al ice",
+            "al@ce",
+            "ålice",
+            &"a".repeat(58),
+        ] {
             assert!(validate_username(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -85,7 +85,7 @@ impl<'de> Deserialize<'de> for BlobId {
 }
 
 /// A reference to an encrypted file: where its blob is, how to open it, how to check it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileAttachment {
     pub cid: BlobId,
@@ -102,6 +102,21 @@ pub struct FileAttachment {
     /// SHA-256 of the plaintext file.
     #[serde(with = "hex_bytes")]
     pub sha256: [u8; 32],
+}
+
+impl fmt::Debug for FileAttachment {
+    /// Leaves the key out, so attachments can be logged.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileAttachment")
+            .field("cid", &self.cid)
+            .field("filename", &self.filename)
+            .field("size", &self.size)
+            .field("mime_type", &self.mime_type)
+            .field("algorithm", &self.algorithm)
+            .field("price", &self.price)
+            .field("sha256", &hex::encode(self.sha256))
+            .finish_non_exhaustive()
+    }
 }
 
 /// An encrypted blob and the attachment that describes it.
@@ -123,7 +138,14 @@ impl FileAttachment {
         let mut nonce = [0u8; 12];
         rng.fill_bytes(key.as_mut());
         rng.fill_bytes(&mut nonce);
-        FileAttachment::seal_with(filename, mime_type, data, &key, &nonce, Algorithm::default())
+        FileAttachment::seal_with(
+            filename,
+            mime_type,
+            data,
+            &key,
+            &nonce,
+            Algorithm::default(),
+        )
     }
 
     /// Encrypts a file under the given key and nonce (test vectors use fixed values).
@@ -158,7 +180,10 @@ impl FileAttachment {
     /// the CID and that the file is the one described.
     pub fn open(&self, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
         if BlobId::of(blob) != self.cid {
-            return Err(Error::invalid("blob", "does not hash to the attachment's cid"));
+            return Err(Error::invalid(
+                "blob",
+                "does not hash to the attachment's cid",
+            ));
         }
         let (nonce, ciphertext) = blob
             .split_first_chunk::<12>()
@@ -171,7 +196,10 @@ impl FileAttachment {
             return Err(Error::invalid("blob", "size differs from the attachment's"));
         }
         if <[u8; 32]>::from(Sha256::digest(&data[..])) != self.sha256 {
-            return Err(Error::invalid("blob", "sha256 differs from the attachment's"));
+            return Err(Error::invalid(
+                "blob",
+                "sha256 differs from the attachment's",
+            ));
         }
         Ok(data)
     }
@@ -188,13 +216,18 @@ mod tests {
         assert!(s.starts_with("bafkrei"), "{s}");
         assert_eq!(s.parse::<BlobId>().unwrap(), id);
         // A CIDv0 (dag-pb) is not a blob id.
-        assert!("QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG".parse::<BlobId>().is_err());
+        assert!(
+            "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
+                .parse::<BlobId>()
+                .is_err()
+        );
         assert!("bafy".parse::<BlobId>().is_err());
     }
 
     #[test]
     fn blobs_open_and_detect_tampering() {
-        let sealed = FileAttachment::seal("a.txt", "text/plain", b"file body", &mut rand_core::OsRng);
+        let sealed =
+            FileAttachment::seal("a.txt", "text/plain", b"file body", &mut rand_core::OsRng);
         let a = &sealed.attachment;
         assert_eq!(&a.open(&sealed.bytes).unwrap()[..], b"file body");
         let mut bad = sealed.bytes.clone();

@@ -130,10 +130,7 @@ pub(crate) mod hex_bytes {
 pub(crate) mod base64_bytes {
     use super::*;
 
-    pub(crate) fn serialize<S: Serializer>(
-        v: &[u8],
-        s: S,
-    ) -> std::result::Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(v: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
         s.serialize_str(&base64_encode(v))
     }
 

@@ -44,10 +44,7 @@ pub enum Error {
     UnsupportedVersion(u64),
     /// A field held a value outside its allowed set (a rule of docs/PROTOCOL.md).
     #[error("{field}: {reason}")]
-    Invalid {
-        field: &'static str,
-        reason: String,
-    },
+    Invalid { field: &'static str, reason: String },
     /// A mnemonic that is not 24 valid BIP39 English words with a good checksum.
     #[error("invalid mnemonic: {0}")]
     Mnemonic(String),

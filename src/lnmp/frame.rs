@@ -2,13 +2,75 @@
 //! text message, each with a `"type"`. Parsing is strict: unknown types or fields, bad
 //! values and oversized lists are errors, never guesses.
 
-use super::encoding::from_json;
+use super::encoding::{Canonical, from_json};
 use super::error::{Error, Result};
-use super::identity::{AuthProof, PublicKey};
+use super::identity::{Identity, PublicKey};
 use super::limits::{Limits, within};
 use super::message::{Kind, Message, MessageId};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
+
+/// A relay AUTH answer: proof that the holder of `pubkey` saw `challenge` from the relay
+/// at `relay` around `timestamp`. Binding the relay URL stops one relay replaying a
+/// client's answer to another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthProof {
+    pub pubkey: PublicKey,
+    pub relay: String,
+    pub challenge: String,
+    pub timestamp: u64,
+    #[serde(with = "super::encoding::hex_bytes")]
+    pub signature: [u8; 64],
+}
+
+impl AuthProof {
+    fn digest(pubkey: &PublicKey, relay: &str, challenge: &str, timestamp: u64) -> [u8; 32] {
+        let mut c = Canonical::new("LNMP/1/auth");
+        c.raw(&pubkey.to_bytes())
+            .str16(relay)
+            .str16(challenge)
+            .u64(timestamp);
+        c.finish()
+    }
+
+    pub fn sign(
+        identity: &Identity,
+        relay: &str,
+        challenge: &str,
+        timestamp: u64,
+        aux: &[u8; 32],
+    ) -> AuthProof {
+        let pubkey = identity.public_key();
+        let digest = AuthProof::digest(&pubkey, relay, challenge, timestamp);
+        AuthProof {
+            pubkey,
+            relay: relay.to_owned(),
+            challenge: challenge.to_owned(),
+            timestamp,
+            signature: identity.sign(&digest, aux),
+        }
+    }
+
+    /// Checks the proof answers `challenge` of the relay at `relay`, was made within
+    /// `max_skew` seconds of `now`, and is signed by `pubkey`.
+    pub fn verify(&self, relay: &str, challenge: &str, now: u64, max_skew: u64) -> Result<()> {
+        if self.relay != relay {
+            return Err(Error::invalid("relay", "answers another relay"));
+        }
+        if self.challenge != challenge {
+            return Err(Error::invalid("challenge", "not the challenge sent"));
+        }
+        if self.timestamp.abs_diff(now) > max_skew {
+            return Err(Error::invalid(
+                "timestamp",
+                "too far from the relay's clock",
+            ));
+        }
+        let digest = AuthProof::digest(&self.pubkey, &self.relay, &self.challenge, self.timestamp);
+        self.pubkey.verify(&digest, &self.signature)
+    }
+}
 
 /// Which stored and live messages a subscription or query wants. Every field present
 /// must match; lists match when they contain the message's value (for `to`, any of its
@@ -39,7 +101,10 @@ impl Filter {
     pub fn matches(&self, m: &Message) -> bool {
         self.ids.as_ref().is_none_or(|ids| ids.contains(&m.id))
             && self.from.as_ref().is_none_or(|f| f.contains(&m.from))
-            && self.to.as_ref().is_none_or(|t| m.to.iter().any(|r| t.contains(r)))
+            && self
+                .to
+                .as_ref()
+                .is_none_or(|t| m.to.iter().any(|r| t.contains(r)))
             && self.kinds.as_ref().is_none_or(|k| k.contains(&m.kind))
             && self.since.is_none_or(|s| m.timestamp >= s)
             && self.until.is_none_or(|u| m.timestamp <= u)
@@ -243,7 +308,10 @@ fn validate_sub(sub: &str, limits: &Limits) -> Result<()> {
     }
     within("sub", sub.len(), limits.max_sub_id)?;
     if !sub.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(Error::invalid("sub", "must be printable ASCII without spaces"));
+        return Err(Error::invalid(
+            "sub",
+            "must be printable ASCII without spaces",
+        ));
     }
     Ok(())
 }
@@ -303,6 +371,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn auth_proof_binds_relay_challenge_and_time() {
+        let id = Identity::from_secret_bytes(&[3; 32]).unwrap();
+        let p = AuthProof::sign(&id, "wss://r.example", "c1", 1000, &[0; 32]);
+        p.verify("wss://r.example", "c1", 1010, 60).unwrap();
+        assert!(p.verify("wss://other.example", "c1", 1010, 60).is_err());
+        assert!(p.verify("wss://r.example", "c2", 1010, 60).is_err());
+        assert!(p.verify("wss://r.example", "c1", 2000, 60).is_err());
+        let mut forged = p.clone();
+        forged.timestamp = 1001;
+        assert_eq!(
+            forged.verify("wss://r.example", "c1", 1010, 60),
+            Err(Error::BadSignature)
+        );
+    }
+
+    #[test]
     fn reasons_keep_their_code() {
         let r = Reason::new(ReasonCode::PaymentRequired, "100 sats");
         assert_eq!(r.to_string(), "payment-required: 100 sats");
@@ -315,7 +399,10 @@ mod tests {
     fn strict_frames() {
         let l = Limits::default();
         let ok = br#"{"type":"SUB","sub":"s1","filters":[{"kinds":[1],"since":5}]}"#;
-        assert!(matches!(ClientFrame::from_json(ok, &l).unwrap(), ClientFrame::Sub { .. }));
+        assert!(matches!(
+            ClientFrame::from_json(ok, &l).unwrap(),
+            ClientFrame::Sub { .. }
+        ));
         for bad in [
             &br#"{"type":"SUB","sub":"s1","filters":[{"kinds":[9]}]}"#[..],
             br#"{"type":"SUB","sub":"s1","filters":[]}"#,

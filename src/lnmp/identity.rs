@@ -1,7 +1,7 @@
 //! Identities: a 32-byte seed, its BIP39 mnemonic, the key derived from it at
 //! m/138'/0'/0', and the x-only public key that names a user on the network.
 
-use super::encoding::{Canonical, hex_array};
+use super::encoding::hex_array;
 use super::error::{Error, Result};
 use hmac::{Hmac, Mac};
 use rand_core::{CryptoRng, RngCore};
@@ -63,9 +63,10 @@ impl Seed {
         let m = bip39::Mnemonic::parse_in_normalized(bip39::Language::English, &normalized)
             .map_err(|e| Error::Mnemonic(e.to_string()))?;
         let entropy = Zeroizing::new(m.to_entropy());
-        let bytes: [u8; 32] = entropy.as_slice().try_into().map_err(|_| {
-            Error::Mnemonic(format!("{} words; a seed is 24", m.word_count()))
-        })?;
+        let bytes: [u8; 32] = entropy
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::Mnemonic(format!("{} words; a seed is 24", m.word_count())))?;
         Ok(Seed::from_bytes(bytes))
     }
 
@@ -123,7 +124,9 @@ impl PublicKey {
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<PublicKey> {
         XOnlyPublicKey::from_slice(bytes)
             .map(PublicKey)
-            .map_err(|_| Error::InvalidPoint { field: "public key" })
+            .map_err(|_| Error::InvalidPoint {
+                field: "public key",
+            })
     }
 
     pub fn to_bytes(&self) -> [u8; 32] {
@@ -198,8 +201,8 @@ impl Identity {
     pub fn from_seed(seed: &Seed) -> Identity {
         let bip39_seed = seed.bip39_seed();
         // Failure needs a HMAC output at or above the curve order: probability < 2^-127.
-        let mut secret =
-            derive_hardened(bip39_seed.as_ref(), &DERIVATION_PATH).expect("derivation of a valid seed");
+        let mut secret = derive_hardened(bip39_seed.as_ref(), &DERIVATION_PATH)
+            .expect("derivation of a valid seed");
         let id = Identity::from_secret_key(&secret);
         secret.non_secure_erase();
         id
@@ -253,7 +256,7 @@ impl Identity {
     /// The ECDH shared secret with `other`: the x coordinate of secret·P, where P is the
     /// even-Y point of `other`. Only x is used, so the parity that x-only keys drop does
     /// not matter: both sides compute ±(a·b)·G, whose x coordinates agree.
-    pub(crate) fn shared_x(&self, other: &PublicKey) -> Zeroizing<[u8; 32]> {
+    pub fn shared_x(&self, other: &PublicKey) -> Zeroizing<[u8; 32]> {
         let mut secret = self.keypair.secret_key();
         let mut point = Zeroizing::new(secp256k1::ecdh::shared_secret_point(
             &other.even_point(),
@@ -276,65 +279,6 @@ impl Drop for Identity {
 impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Identity({})", self.public)
-    }
-}
-
-/// A relay AUTH answer: proof that the holder of `pubkey` saw `challenge` from the relay
-/// at `relay` around `timestamp`. Binding the relay URL stops one relay replaying a
-/// client's answer to another.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthProof {
-    pub pubkey: PublicKey,
-    pub relay: String,
-    pub challenge: String,
-    pub timestamp: u64,
-    #[serde(with = "super::encoding::hex_bytes")]
-    pub signature: [u8; 64],
-}
-
-impl AuthProof {
-    fn digest(pubkey: &PublicKey, relay: &str, challenge: &str, timestamp: u64) -> [u8; 32] {
-        let mut c = Canonical::new("LNMP/1/auth");
-        c.raw(&pubkey.to_bytes())
-            .str16(relay)
-            .str16(challenge)
-            .u64(timestamp);
-        c.finish()
-    }
-
-    pub fn sign(
-        identity: &Identity,
-        relay: &str,
-        challenge: &str,
-        timestamp: u64,
-        aux: &[u8; 32],
-    ) -> AuthProof {
-        let pubkey = identity.public_key();
-        let digest = AuthProof::digest(&pubkey, relay, challenge, timestamp);
-        AuthProof {
-            pubkey,
-            relay: relay.to_owned(),
-            challenge: challenge.to_owned(),
-            timestamp,
-            signature: identity.sign(&digest, aux),
-        }
-    }
-
-    /// Checks the proof answers `challenge` of the relay at `relay`, was made within
-    /// `max_skew` seconds of `now`, and is signed by `pubkey`.
-    pub fn verify(&self, relay: &str, challenge: &str, now: u64, max_skew: u64) -> Result<()> {
-        if self.relay != relay {
-            return Err(Error::invalid("relay", "answers another relay"));
-        }
-        if self.challenge != challenge {
-            return Err(Error::invalid("challenge", "not the challenge sent"));
-        }
-        if self.timestamp.abs_diff(now) > max_skew {
-            return Err(Error::invalid("timestamp", "too far from the relay's clock"));
-        }
-        let digest = AuthProof::digest(&self.pubkey, &self.relay, &self.challenge, self.timestamp);
-        self.pubkey.verify(&digest, &self.signature)
     }
 }
 
@@ -389,8 +333,13 @@ mod tests {
             Err(Error::Mnemonic(_))
         ));
         // 12 valid words are a valid mnemonic but not a 32-byte seed.
-        let twelve = bip39::Mnemonic::from_entropy(&[7u8; 16]).unwrap().to_string();
-        assert!(matches!(Seed::from_mnemonic(&twelve), Err(Error::Mnemonic(_))));
+        let twelve = bip39::Mnemonic::from_entropy(&[7u8; 16])
+            .unwrap()
+            .to_string();
+        assert!(matches!(
+            Seed::from_mnemonic(&twelve),
+            Err(Error::Mnemonic(_))
+        ));
     }
 
     #[test]
@@ -399,10 +348,7 @@ mod tests {
         for _ in 0..32 {
             let a = Identity::generate(&mut rng);
             let b = Identity::generate(&mut rng);
-            assert_eq!(
-                *a.shared_x(&b.public_key()),
-                *b.shared_x(&a.public_key())
-            );
+            assert_eq!(*a.shared_x(&b.public_key()), *b.shared_x(&a.public_key()));
         }
     }
 
@@ -413,24 +359,10 @@ mod tests {
         x[31] = 5;
         assert_eq!(
             PublicKey::from_bytes(&x),
-            Err(Error::InvalidPoint { field: "public key" })
+            Err(Error::InvalidPoint {
+                field: "public key"
+            })
         );
         assert!(matches!("zz".parse::<PublicKey>(), Err(Error::Hex { .. })));
-    }
-
-    #[test]
-    fn auth_proof_binds_relay_challenge_and_time() {
-        let id = Identity::from_secret_bytes(&[3; 32]).unwrap();
-        let p = AuthProof::sign(&id, "wss://r.example", "c1", 1000, &[0; 32]);
-        p.verify("wss://r.example", "c1", 1010, 60).unwrap();
-        assert!(p.verify("wss://other.example", "c1", 1010, 60).is_err());
-        assert!(p.verify("wss://r.example", "c2", 1010, 60).is_err());
-        assert!(p.verify("wss://r.example", "c1", 2000, 60).is_err());
-        let mut forged = p.clone();
-        forged.timestamp = 1001;
-        assert_eq!(
-            forged.verify("wss://r.example", "c1", 1010, 60),
-            Err(Error::BadSignature)
-        );
     }
 }

@@ -181,7 +181,9 @@ impl PaymentProof {
     /// `payment_hash` and the claimed amount must be what that invoice asked.
     pub fn check(&self, payment_hash: &[u8; 32], invoiced_sats: u64) -> Result<()> {
         if &self.payment_hash() != payment_hash {
-            return Err(Error::Payment("preimage does not hash to the invoice's payment hash"));
+            return Err(Error::Payment(
+                "preimage does not hash to the invoice's payment hash",
+            ));
         }
         if self.amount != invoiced_sats {
             return Err(Error::Payment("amount differs from the invoice"));
@@ -269,7 +271,10 @@ impl Message {
             ));
         }
         if self.encrypted.ciphertext.len() < super::seal::MIN_CIPHERTEXT {
-            return Err(Error::invalid("encrypted.ciphertext", "shorter than the padding minimum"));
+            return Err(Error::invalid(
+                "encrypted.ciphertext",
+                "shorter than the padding minimum",
+            ));
         }
         if let Some(expiry) = self.expiry
             && expiry <= self.timestamp
@@ -371,7 +376,10 @@ pub fn validate_relay_url(url: &str) -> Result<()> {
         return Err(Error::invalid("relay URL", "no host"));
     }
     if !url.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(Error::invalid("relay URL", "must be printable ASCII without spaces"));
+        return Err(Error::invalid(
+            "relay URL",
+            "must be printable ASCII without spaces",
+        ));
     }
     Ok(())
 }

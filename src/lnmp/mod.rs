@@ -23,7 +23,7 @@ pub use address::Address;
 pub use blob::{FileAttachment, SealedBlob};
 pub use content::MessageContent;
 pub use error::Error;
-pub use frame::{ClientFrame, Filter, RelayFrame};
+pub use frame::{AuthProof, ClientFrame, Filter, RelayFrame};
 pub use identity::{Identity, PublicKey, Seed};
 pub use limits::Limits;
 pub use lookup::LookupDocument;

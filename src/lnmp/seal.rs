@@ -52,10 +52,18 @@ impl Algorithm {
         }
     }
 
-    pub(crate) fn encrypt(self, key: &[u8; 32], nonce: &[u8; 12], aad: &[u8], msg: &[u8]) -> Vec<u8> {
+    pub(crate) fn encrypt(
+        self,
+        key: &[u8; 32],
+        nonce: &[u8; 12],
+        aad: &[u8],
+        msg: &[u8],
+    ) -> Vec<u8> {
         let payload = Payload { msg, aad };
         let out = match self {
-            Algorithm::ChaCha20Poly1305 => ChaCha20Poly1305::new(key.into()).encrypt(nonce.into(), payload),
+            Algorithm::ChaCha20Poly1305 => {
+                ChaCha20Poly1305::new(key.into()).encrypt(nonce.into(), payload)
+            }
             Algorithm::Aes256Gcm => Aes256Gcm::new(key.into()).encrypt(nonce.into(), payload),
         };
         // Both fail only past 2^36 bytes of plaintext, far beyond every limit.
@@ -72,7 +80,9 @@ impl Algorithm {
     ) -> Result<Zeroizing<Vec<u8>>> {
         let payload = Payload { msg, aad };
         let out = match self {
-            Algorithm::ChaCha20Poly1305 => ChaCha20Poly1305::new(key.into()).decrypt(nonce.into(), payload),
+            Algorithm::ChaCha20Poly1305 => {
+                ChaCha20Poly1305::new(key.into()).decrypt(nonce.into(), payload)
+            }
             Algorithm::Aes256Gcm => Aes256Gcm::new(key.into()).decrypt(nonce.into(), payload),
         };
         out.map(Zeroizing::new).map_err(|_| Error::Decrypt(what))
@@ -136,7 +146,7 @@ pub fn padded_len(len: usize) -> usize {
 }
 
 /// `u32 length || plaintext || zeros`, padded to [`padded_len`].
-fn pad(plaintext: &[u8]) -> Zeroizing<Vec<u8>> {
+pub fn pad(plaintext: &[u8]) -> Zeroizing<Vec<u8>> {
     let total = padded_len(4 + plaintext.len());
     let mut out = Zeroizing::new(Vec::with_capacity(total));
     // Content is bounded by Limits far below 4 GiB.
@@ -164,7 +174,13 @@ fn unpad(padded: &[u8]) -> Result<&[u8]> {
 }
 
 /// The associated data of the content: a tagged hash of the envelope fields.
-fn envelope_aad(from: &PublicKey, to: &[PublicKey], timestamp: u64, kind: Kind, alg: Algorithm) -> [u8; 32] {
+pub fn envelope_aad(
+    from: &PublicKey,
+    to: &[PublicKey],
+    timestamp: u64,
+    kind: Kind,
+    alg: Algorithm,
+) -> [u8; 32] {
     let mut c = Canonical::new("LNMP/1/envelope");
     c.u8(super::VERSION).raw(&from.to_bytes()).count(to.len());
     for k in to {
@@ -174,8 +190,13 @@ fn envelope_aad(from: &PublicKey, to: &[PublicKey], timestamp: u64, kind: Kind, 
     c.finish()
 }
 
-/// The key-encryption key for one recipient and its associated data (E || R).
-fn wrap_key(shared_x: &[u8; 32], ephemeral: &PublicKey, recipient: &PublicKey) -> (Zeroizing<[u8; 32]>, [u8; 64]) {
+/// The key-encryption key for one recipient and its associated data (E || R), from the
+/// ECDH x coordinate `shared_x` (see [`Identity::shared_x`]).
+pub fn wrap_key(
+    shared_x: &[u8; 32],
+    ephemeral: &PublicKey,
+    recipient: &PublicKey,
+) -> (Zeroizing<[u8; 32]>, [u8; 64]) {
     let mut info = [0u8; 64];
     info[..32].copy_from_slice(&ephemeral.to_bytes());
     info[32..].copy_from_slice(&recipient.to_bytes());
@@ -191,7 +212,11 @@ const WRAP_NONCE: [u8; 12] = [0; 12];
 
 impl Message {
     /// Seals `draft` from `sender` with fresh randomness.
-    pub fn seal<R: RngCore + CryptoRng>(sender: &Identity, draft: &Draft, rng: &mut R) -> Result<Message> {
+    pub fn seal<R: RngCore + CryptoRng>(
+        sender: &Identity,
+        draft: &Draft,
+        rng: &mut R,
+    ) -> Result<Message> {
         Message::seal_with(sender, draft, &SealSecrets::generate(rng))
     }
 
@@ -263,14 +288,22 @@ impl Message {
             .ok_or(Error::NotARecipient)?;
         let e = &self.encrypted;
         let (kek, info) = wrap_key(&recipient.shared_x(&e.ephemeral), &e.ephemeral, &me);
-        let key = e.algorithm.decrypt("wrapped key", &kek, &WRAP_NONCE, &info, &wrapped.key)?;
+        let key = e
+            .algorithm
+            .decrypt("wrapped key", &kek, &WRAP_NONCE, &info, &wrapped.key)?;
         let key: Zeroizing<[u8; 32]> = Zeroizing::new(
             key.as_slice()
                 .try_into()
                 .map_err(|_| Error::Decrypt("wrapped key"))?,
         );
         let aad = envelope_aad(&self.from, &self.to, self.timestamp, self.kind, e.algorithm);
-        let padded = e.algorithm.decrypt("ciphertext or envelope", &key, &e.nonce, &aad, &e.ciphertext)?;
+        let padded = e.algorithm.decrypt(
+            "ciphertext or envelope",
+            &key,
+            &e.nonce,
+            &aad,
+            &e.ciphertext,
+        )?;
         let plaintext = unpad(&padded)?;
         within("content", plaintext.len(), limits.max_content_bytes)?;
         MessageContent::from_json_bytes(plaintext)
