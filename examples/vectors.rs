@@ -203,7 +203,7 @@ fn frame_vectors() -> Value {
     let bob = Identity::from_seed(&seed(1));
     let m = sealed_message();
     let challenge = "c0ffee".repeat(8);
-    let client = vec![
+    let client = [
         ClientFrame::Auth(AuthProof::sign(
             &alice,
             RELAY_URL,
@@ -235,7 +235,7 @@ fn frame_vectors() -> Value {
             }],
         },
     ];
-    let relay = vec![
+    let relay = [
         RelayFrame::Auth {
             challenge: challenge.clone(),
         },

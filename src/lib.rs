@@ -3,4 +3,5 @@
 //!
 //! See docs/ARCHITECTURE.md for how the modules fit together.
 
+pub mod client;
 pub mod lnmp;
