@@ -96,8 +96,18 @@ pub(crate) fn base64_encode(v: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(v)
 }
 
-/// Parses JSON strictly into `T`, reporting the path of the first bad field.
+/// Parses a JSON object strictly into `T`, reporting the path of the first bad field.
+///
+/// serde would also read a struct from a JSON array of its fields in order; every
+/// protocol document is an object, so anything else is refused before parsing.
 pub(crate) fn from_json<T: DeserializeOwned>(what: &'static str, input: &[u8]) -> Result<T> {
+    if input.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Error::Malformed {
+            what,
+            path: ".".into(),
+            reason: "not a JSON object".into(),
+        });
+    }
     let de = &mut serde_json::Deserializer::from_slice(input);
     let value = serde_path_to_error::deserialize(de).map_err(|e| Error::Malformed {
         what,
