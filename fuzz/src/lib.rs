@@ -1,0 +1,275 @@
+//! What each fuzz target checks, one public function per target (named like it).
+//!
+//! Shared by the targets in fuzz/fuzz_targets/ and by tests/fuzz_regressions.rs, which
+//! includes this file as a module, so a saved input replays through exactly the calls
+//! that found it. Every function must never panic on any input; the assertions are the
+//! properties that must hold beyond "no panic".
+
+use aes_gcm::Aes256Gcm;
+use chacha20poly1305::ChaCha20Poly1305;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use lnmp_bridge::lnmp::blob::BlobId;
+use lnmp_bridge::lnmp::seal::{envelope_aad, pad};
+use lnmp_bridge::lnmp::{
+    Address, Algorithm, ClientFrame, Draft, Identity, Kind, Limits, LookupDocument, Message,
+    MessageContent, Priority, PublicKey, RelayFrame, SealSecrets,
+};
+use std::sync::LazyLock;
+use zeroize::Zeroizing;
+
+/// The recipient `message` opens as, and that `open_sealed`'s message is sealed to.
+const RECIPIENT_SECRET: [u8; 32] = [2; 32];
+/// The sender of `open_sealed`'s message.
+const SENDER_SECRET: [u8; 32] = [1; 32];
+/// The content key of `open_sealed`'s message.
+const CONTENT_KEY: [u8; 32] = [0x11; 32];
+
+/// Fixed identities and the two valid sealed messages `open_sealed` starts from.
+struct Fixture {
+    sender: Identity,
+    recipient: Identity,
+    content: MessageContent,
+    chacha: Message,
+    aes: Message,
+}
+
+static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
+    let sender = Identity::from_secret_bytes(&SENDER_SECRET).expect("valid secret");
+    let recipient = Identity::from_secret_bytes(&RECIPIENT_SECRET).expect("valid secret");
+    let content = MessageContent {
+        subject: Some("fuzz".into()),
+        body: "sealed for the fuzzer".into(),
+        ..MessageContent::default()
+    };
+    let draft = Draft {
+        to: vec![recipient.public_key()],
+        kind: Kind::Text,
+        timestamp: 1_767_225_600,
+        content: content.clone(),
+        relays: vec!["wss://example.com".into()],
+        expiry: None,
+        priority: Priority::Normal,
+    };
+    let seal = |algorithm| {
+        let secrets = SealSecrets {
+            content_key: Zeroizing::new(CONTENT_KEY),
+            nonce: [0x22; 12],
+            ephemeral: Zeroizing::new([0x33; 32]),
+            aux: [0x44; 32],
+            algorithm,
+        };
+        Message::seal_with(&sender, &draft, &secrets).expect("the fixture seals")
+    };
+    let chacha = seal(Algorithm::ChaCha20Poly1305);
+    let aes = seal(Algorithm::Aes256Gcm);
+    Fixture {
+        sender,
+        recipient,
+        content,
+        chacha,
+        aes,
+    }
+});
+
+/// `ClientFrame::from_json`; what parses must serialize and parse back equal.
+pub fn client_frame(data: &[u8]) {
+    let limits = Limits::default();
+    if let Ok(frame) = ClientFrame::from_json(data, &limits) {
+        let json = frame.to_json();
+        let back = ClientFrame::from_json(json.as_bytes(), &limits)
+            .unwrap_or_else(|e| panic!("re-parse failed: {e}\n{json}"));
+        assert_eq!(back, frame, "round trip changed the frame\n{json}");
+    }
+}
+
+/// `RelayFrame::from_json`; what parses must serialize and parse back equal.
+pub fn relay_frame(data: &[u8]) {
+    let limits = Limits::default();
+    if let Ok(frame) = RelayFrame::from_json(data, &limits) {
+        let json = frame.to_json();
+        let back = RelayFrame::from_json(json.as_bytes(), &limits)
+            .unwrap_or_else(|e| panic!("re-parse failed: {e}\n{json}"));
+        assert_eq!(back, frame, "round trip changed the frame\n{json}");
+    }
+}
+
+/// `Message::from_json`, then `verify` and `open` as a fixed recipient (which can only
+/// succeed for a verified message), and the JSON round trip.
+pub fn message(data: &[u8]) {
+    let limits = Limits::default();
+    let Ok(m) = Message::from_json(data, &limits) else {
+        return;
+    };
+    let verified = m.verify();
+    if m.open(&FIXTURE.recipient, &limits).is_ok() {
+        assert!(verified.is_ok(), "opened a message that does not verify");
+    }
+    let json = m.to_json();
+    let back = Message::from_json(json.as_bytes(), &limits)
+        .unwrap_or_else(|e| panic!("re-parse failed: {e}\n{json}"));
+    assert_eq!(back, m, "round trip changed the message\n{json}");
+}
+
+/// `open` of a valid sealed message after the fuzzer changed it. The first byte picks
+/// the algorithm (bit 2) and the attack (low two bits); the rest drives the attack:
+///
+/// 0. XOR edits (see [`xor_edits`]) to nonce, ephemeral key, wrapped keys and
+///    ciphertext, nothing recomputed: opens only if nothing changed.
+/// 1. The same edits, then id and signature recomputed by the sender: the recipient
+///    and the sender each open the original content or fail, exactly as their own
+///    wrapped key and the shared fields were left alone or not.
+/// 2. The rest replaces the ciphertext, re-signed: opens only if it is the original.
+/// 3. A malicious sender: the rest is the padded plaintext, encrypted correctly and
+///    signed. Opens exactly when it is `pad` of content JSON that parses.
+pub fn open_sealed(data: &[u8]) {
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    let f = &*FIXTURE;
+    let limits = Limits::default();
+    let original = if selector & 4 == 0 { &f.chacha } else { &f.aes };
+    let mut m = original.clone();
+    match selector & 3 {
+        0 => {
+            xor_edits(&mut m, rest);
+            let opened = m.open(&f.recipient, &limits);
+            if m == *original {
+                assert_eq!(opened.as_ref(), Ok(&f.content));
+            } else {
+                assert!(opened.is_err(), "opened an altered, unsigned message");
+            }
+        }
+        1 => {
+            xor_edits(&mut m, rest);
+            resign(&mut m, &f.sender);
+            let (e, o) = (&m.encrypted, &original.encrypted);
+            let shared_intact =
+                e.nonce == o.nonce && e.ephemeral == o.ephemeral && e.ciphertext == o.ciphertext;
+            for (who, key) in [(&f.recipient, 0), (&f.sender, 1)] {
+                let opened = m.open(who, &limits);
+                if shared_intact && e.keys[key] == o.keys[key] {
+                    assert_eq!(opened.as_ref(), Ok(&f.content));
+                } else {
+                    assert!(opened.is_err(), "opened altered ciphertext or key");
+                }
+            }
+        }
+        2 => {
+            m.encrypted.ciphertext = rest.to_vec();
+            resign(&mut m, &f.sender);
+            let opened = m.open(&f.recipient, &limits);
+            if rest == original.encrypted.ciphertext {
+                assert_eq!(opened.as_ref(), Ok(&f.content));
+            } else {
+                assert!(opened.is_err(), "opened a replaced ciphertext");
+            }
+        }
+        _ => {
+            let aad = envelope_aad(&m.from, &m.to, m.timestamp, m.kind, m.encrypted.algorithm);
+            let payload = Payload {
+                msg: rest,
+                aad: &aad,
+            };
+            let nonce = (&m.encrypted.nonce).into();
+            m.encrypted.ciphertext = match m.encrypted.algorithm {
+                Algorithm::ChaCha20Poly1305 => {
+                    ChaCha20Poly1305::new(&CONTENT_KEY.into()).encrypt(nonce, payload)
+                }
+                Algorithm::Aes256Gcm => Aes256Gcm::new(&CONTENT_KEY.into()).encrypt(nonce, payload),
+            }
+            .expect("small plaintexts encrypt");
+            resign(&mut m, &f.sender);
+            let opened = m.open(&f.recipient, &limits).ok();
+            assert_eq!(opened, expected_content(rest), "open disagrees with pad");
+        }
+    }
+}
+
+/// Applies `edits`, read as 3-byte records (little-endian u16 offset, XOR byte), to
+/// `nonce || ephemeral || keys[..].key || ciphertext`, offsets taken modulo its length.
+/// An ephemeral key edited off the curve keeps its old value.
+fn xor_edits(m: &mut Message, edits: &[u8]) {
+    let e = &mut m.encrypted;
+    let mut buf = Vec::new();
+    buf.extend_from_slice(&e.nonce);
+    buf.extend_from_slice(&e.ephemeral.to_bytes());
+    for k in &e.keys {
+        buf.extend_from_slice(&k.key);
+    }
+    buf.extend_from_slice(&e.ciphertext);
+    for edit in edits.chunks_exact(3) {
+        let at = usize::from(u16::from_le_bytes([edit[0], edit[1]])) % buf.len();
+        buf[at] ^= edit[2];
+    }
+    let (nonce, rest) = buf.split_at(12);
+    let (ephemeral, mut rest) = rest.split_at(32);
+    e.nonce.copy_from_slice(nonce);
+    if let Ok(k) = PublicKey::from_bytes(ephemeral.try_into().expect("32 bytes")) {
+        e.ephemeral = k;
+    }
+    for k in &mut e.keys {
+        let (key, tail) = rest.split_at(48);
+        k.key.copy_from_slice(key);
+        rest = tail;
+    }
+    e.ciphertext = rest.to_vec();
+}
+
+/// Recomputes the id and signs it as `sender`, as a sender altering its own message can.
+fn resign(m: &mut Message, sender: &Identity) {
+    m.id = m.compute_id();
+    m.signature = sender.sign(&m.id.0, &[0x44; 32]);
+}
+
+/// What opening must give for the padded plaintext `padded`: the content its length
+/// prefix points at, if `padded` is exactly `pad` of it and it parses.
+fn expected_content(padded: &[u8]) -> Option<MessageContent> {
+    let (len, rest) = padded.split_first_chunk::<4>()?;
+    let plaintext = rest.get(..usize::try_from(u32::from_be_bytes(*len)).ok()?)?;
+    if *pad(plaintext) != *padded || plaintext.len() > Limits::default().max_content_bytes {
+        return None;
+    }
+    MessageContent::from_json_bytes(plaintext).ok()
+}
+
+/// `MessageContent::from_json_bytes` and its round trip; `FileAttachment::open` of each
+/// attachment on the same bytes (which never hash to its cid, so must fail cleanly).
+pub fn content(data: &[u8]) {
+    let Ok(content) = MessageContent::from_json_bytes(data) else {
+        return;
+    };
+    let json = content.to_json_bytes();
+    let back = MessageContent::from_json_bytes(&json).unwrap_or_else(|e| {
+        panic!("re-parse failed: {e}\n{}", String::from_utf8_lossy(&json))
+    });
+    assert_eq!(back, content, "round trip changed the content");
+    for a in &content.attachments {
+        assert!(a.open(data).is_err(), "opened its own description as a blob");
+    }
+}
+
+/// `Address` and `BlobId` parsing of the bytes as UTF-8 and `LookupDocument::from_json`,
+/// each with its round trip; a parsed document must verify against its own address.
+pub fn address_and_lookup(data: &[u8]) {
+    let address = std::str::from_utf8(data).ok().and_then(|s| {
+        Address::looks_like(s);
+        if let Ok(id) = s.parse::<BlobId>() {
+            assert_eq!(id.to_string().parse::<BlobId>(), Ok(id), "BlobId round trip");
+        }
+        let a = s.parse::<Address>().ok()?;
+        assert_eq!(a.to_string().parse::<Address>().as_ref(), Ok(&a), "{a}");
+        Some(a)
+    });
+    let limits = Limits::default();
+    if let Ok(doc) = LookupDocument::from_json(data, &limits) {
+        let json = doc.to_json();
+        let back = LookupDocument::from_json(json.as_bytes(), &limits)
+            .unwrap_or_else(|e| panic!("re-parse failed: {e}\n{json}"));
+        assert_eq!(back, doc, "round trip changed the document\n{json}");
+        let own = Address::new(&doc.pubkey, &doc.name, None).expect("a valid name");
+        assert_eq!(doc.verify(&own), Ok(()), "rejects its own address");
+        if let Some(a) = &address {
+            assert!(a.username() != doc.name || doc.verify(a).is_ok() == (a.checksum() == own.checksum()));
+        }
+    }
+}
