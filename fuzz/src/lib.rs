@@ -239,27 +239,33 @@ pub fn content(data: &[u8]) {
         return;
     };
     let json = content.to_json_bytes();
-    let back = MessageContent::from_json_bytes(&json).unwrap_or_else(|e| {
-        panic!("re-parse failed: {e}\n{}", String::from_utf8_lossy(&json))
-    });
+    let back = MessageContent::from_json_bytes(&json)
+        .unwrap_or_else(|e| panic!("re-parse failed: {e}\n{}", String::from_utf8_lossy(&json)));
     assert_eq!(back, content, "round trip changed the content");
     for a in &content.attachments {
-        assert!(a.open(data).is_err(), "opened its own description as a blob");
+        assert!(
+            a.open(data).is_err(),
+            "opened its own description as a blob"
+        );
     }
 }
 
 /// `Address` and `BlobId` parsing of the bytes as UTF-8 and `LookupDocument::from_json`,
 /// each with its round trip; a parsed document must verify against its own address.
 pub fn address_and_lookup(data: &[u8]) {
-    let address = std::str::from_utf8(data).ok().and_then(|s| {
+    if let Ok(s) = std::str::from_utf8(data) {
         Address::looks_like(s);
-        if let Ok(id) = s.parse::<BlobId>() {
-            assert_eq!(id.to_string().parse::<BlobId>(), Ok(id), "BlobId round trip");
+        if let Ok(a) = s.parse::<Address>() {
+            assert_eq!(a.to_string().parse::<Address>().as_ref(), Ok(&a), "{a}");
         }
-        let a = s.parse::<Address>().ok()?;
-        assert_eq!(a.to_string().parse::<Address>().as_ref(), Ok(&a), "{a}");
-        Some(a)
-    });
+        if let Ok(id) = s.parse::<BlobId>() {
+            assert_eq!(
+                id.to_string().parse::<BlobId>(),
+                Ok(id),
+                "BlobId round trip"
+            );
+        }
+    }
     let limits = Limits::default();
     if let Ok(doc) = LookupDocument::from_json(data, &limits) {
         let json = doc.to_json();
@@ -268,8 +274,5 @@ pub fn address_and_lookup(data: &[u8]) {
         assert_eq!(back, doc, "round trip changed the document\n{json}");
         let own = Address::new(&doc.pubkey, &doc.name, None).expect("a valid name");
         assert_eq!(doc.verify(&own), Ok(()), "rejects its own address");
-        if let Some(a) = &address {
-            assert!(a.username() != doc.name || doc.verify(a).is_ok() == (a.checksum() == own.checksum()));
-        }
     }
 }
