@@ -71,7 +71,7 @@ impl Seed {
     }
 
     /// The BIP39 seed (PBKDF2 of the mnemonic, empty passphrase) that BIP32 starts from.
-    fn bip39_seed(&self) -> Zeroizing<[u8; 64]> {
+    pub fn bip39_seed(&self) -> Zeroizing<[u8; 64]> {
         let m = bip39::Mnemonic::from_entropy(self.0.as_ref())
             .expect("32 bytes is valid BIP39 entropy");
         Zeroizing::new(m.to_seed_normalized(""))
