@@ -4,7 +4,8 @@
 //! test suite checks the committed files byte for byte against what this produces, and
 //! separately checks that the library reads each vector back.
 
-use lnmp_bridge::lnmp::content::{BridgedEmail, Formatting, RawEmail};
+use base64::Engine as _;
+use lnmp_bridge::lnmp::content::{BridgedEmail, Edit, Formatting, RawEmail, Reaction};
 use lnmp_bridge::lnmp::frame::{ErrorCode, Reason, ReasonCode, Severity};
 use lnmp_bridge::lnmp::lookup::{Prices, Surge};
 use lnmp_bridge::lnmp::seal::{envelope_aad, pad, wrap_key};
@@ -41,6 +42,7 @@ fn identity_vectors() -> Value {
             json!({
                 "seed": SEEDS[i],
                 "mnemonic": s.to_mnemonic().as_str(),
+                "bip39_seed": hex::encode(*s.bip39_seed()),
                 "secret_key": hex::encode(*id.secret_bytes()),
                 "public_key": id.public_key().to_hex(),
                 "username": USERNAMES[i],
@@ -50,7 +52,7 @@ fn identity_vectors() -> Value {
         })
         .collect();
     json!({
-        "description": "seed -> BIP39 mnemonic -> BIP32 m/138'/0'/0' -> x-only key -> address",
+        "description": "seed -> BIP39 mnemonic -> BIP39 seed -> BIP32 m/138'/0'/0' -> x-only key -> address",
         "cases": cases,
     })
 }
@@ -109,11 +111,9 @@ fn sealed_message() -> Message {
     Message::seal_with(&alice, &draft, &secrets()).unwrap()
 }
 
-fn message_vectors() -> Value {
-    let alice = Identity::from_seed(&seed(0));
-    let bob = Identity::from_seed(&seed(1));
-    let s = secrets();
-    let m = sealed_message();
+/// The values every sealed-message vector shows: the inputs (secrets, content JSON)
+/// and every intermediate value down to the message itself.
+fn sealing_values(m: &Message, s: &SealSecrets, content: &MessageContent) -> Value {
     let ephemeral = Identity::from_secret_bytes(&s.ephemeral).unwrap();
     let wraps: Vec<Value> = m
         .encrypted
@@ -131,17 +131,8 @@ fn message_vectors() -> Value {
             })
         })
         .collect();
-    let content_json = String::from_utf8(content().to_json_bytes()).unwrap();
-    let mut paid = m.clone();
-    paid.payment = Some(PaymentProof {
-        preimage: [0x77; 32],
-        amount: 100,
-        route: None,
-    });
+    let content_json = String::from_utf8(content.to_json_bytes()).unwrap();
     json!({
-        "description": "Alice seals a message to Bob with fixed randomness; every intermediate value",
-        "sender_secret_key": hex::encode(*alice.secret_bytes()),
-        "recipient_secret_key": hex::encode(*bob.secret_bytes()),
         "content_json": content_json,
         "padded_plaintext": hex::encode(&*pad(content_json.as_bytes())),
         "content_key": hex::encode(*s.content_key),
@@ -154,9 +145,177 @@ fn message_vectors() -> Value {
         "id": m.id.to_hex(),
         "signature": hex::encode(m.signature),
         "message": serde_json::from_str::<Value>(&m.to_json()).unwrap(),
-        "message_with_payment": serde_json::from_str::<Value>(&paid.to_json()).unwrap(),
-        "payment_hash": hex::encode(paid.payment.as_ref().unwrap().payment_hash()),
     })
+}
+
+/// One of the further messages: who sends it to whom, what, and the fixed randomness.
+struct MoreMessage {
+    description: &'static str,
+    sender: usize,
+    recipients: Vec<usize>,
+    draft: Draft,
+    secrets: SealSecrets,
+}
+
+/// Fixed randomness whose bytes differ from every other vector's by `n`.
+fn more_secrets(n: u8, algorithm: Algorithm) -> SealSecrets {
+    SealSecrets {
+        content_key: Zeroizing::new([0x11 + n; 32]),
+        nonce: [0x22 + n; 12],
+        ephemeral: Zeroizing::new([0x33 + n; 32]),
+        aux: [0x44 + n; 32],
+        algorithm,
+    }
+}
+
+fn more_messages() -> Vec<MoreMessage> {
+    let key = |i: usize| Identity::from_seed(&seed(i)).public_key();
+    let main_id = sealed_message().id.to_hex();
+    vec![
+        MoreMessage {
+            description: "Bob answers Alice with AES-256-GCM (content and key wraps), reacting to her message",
+            sender: 1,
+            recipients: vec![0],
+            draft: Draft {
+                to: vec![key(0)],
+                kind: Kind::Text,
+                timestamp: 1_767_225_660,
+                content: MessageContent {
+                    subject: Some("Re: Lunch?".into()),
+                    body: "Yes, noon works.".into(),
+                    thread_id: Some("<thread-1@example.com>".into()),
+                    reply_to: Some(main_id.clone()),
+                    reactions: vec![
+                        Reaction {
+                            target: main_id,
+                            emoji: "\u{1f44d}".into(),
+                            remove: false,
+                        },
+                        Reaction {
+                            target: "<lunch-1@example.org>".into(),
+                            emoji: "\u{1f35c}".into(),
+                            remove: true,
+                        },
+                    ],
+                    ..MessageContent::default()
+                },
+                relays: vec![RELAY_URL.into()],
+                expiry: None,
+                priority: Priority::High,
+            },
+            secrets: more_secrets(1, Algorithm::Aes256Gcm),
+        },
+        MoreMessage {
+            description: "Alice writes to Bob, herself and Carol: the sender is among the recipients, so keys has exactly the three entries of to",
+            sender: 0,
+            recipients: vec![1, 0, 2],
+            draft: Draft {
+                to: vec![key(1), key(0), key(2)],
+                kind: Kind::Text,
+                timestamp: 1_767_225_720,
+                content: MessageContent {
+                    subject: Some("Friday".into()),
+                    body: "Dinner on Friday at 8?".into(),
+                    body_html: Some("<p>Dinner on Friday at <b>8</b>?</p>".into()),
+                    mentions: vec![key(2)],
+                    edit_history: vec![
+                        Edit {
+                            timestamp: 1_767_225_700,
+                            subject: Some("Thursday".into()),
+                            body: "Dinner on Thursday at 7?".into(),
+                        },
+                        Edit {
+                            timestamp: 1_767_225_710,
+                            subject: None,
+                            body: "Dinner on Friday at 7?".into(),
+                        },
+                    ],
+                    delete_after: Some(1_767_830_400),
+                    read_receipts: true,
+                    ..MessageContent::default()
+                },
+                relays: vec![RELAY_URL.into(), "wss://relay.example.org/lnmp".into()],
+                expiry: Some(1_767_312_000),
+                priority: Priority::Urgent,
+            },
+            secrets: more_secrets(2, Algorithm::ChaCha20Poly1305),
+        },
+        MoreMessage {
+            description: "a minimal message: kind REACTION, content {\"body\":\"hi\"}, no relays, no expiry, priority low",
+            sender: 2,
+            recipients: vec![3],
+            draft: Draft {
+                to: vec![key(3)],
+                kind: Kind::Reaction,
+                timestamp: 1_767_225_780,
+                content: MessageContent {
+                    body: "hi".into(),
+                    ..MessageContent::default()
+                },
+                relays: vec![],
+                expiry: None,
+                priority: Priority::Low,
+            },
+            secrets: more_secrets(3, Algorithm::ChaCha20Poly1305),
+        },
+    ]
+}
+
+fn message_vectors() -> Value {
+    let alice = Identity::from_seed(&seed(0));
+    let bob = Identity::from_seed(&seed(1));
+    let m = sealed_message();
+    let mut paid = m.clone();
+    paid.payment = Some(PaymentProof {
+        preimage: [0x77; 32],
+        amount: 100,
+        route: None,
+    });
+    let mut v = sealing_values(&m, &secrets(), &content());
+    let main = v.as_object_mut().unwrap();
+    main.insert(
+        "description".into(),
+        "Alice seals a message to Bob with fixed randomness; every intermediate value".into(),
+    );
+    main.insert(
+        "sender_secret_key".into(),
+        hex::encode(*alice.secret_bytes()).into(),
+    );
+    main.insert(
+        "recipient_secret_key".into(),
+        hex::encode(*bob.secret_bytes()).into(),
+    );
+    main.insert(
+        "message_with_payment".into(),
+        serde_json::from_str::<Value>(&paid.to_json()).unwrap(),
+    );
+    main.insert(
+        "payment_hash".into(),
+        hex::encode(paid.payment.as_ref().unwrap().payment_hash()).into(),
+    );
+    let more: Vec<Value> = more_messages()
+        .iter()
+        .map(|c| {
+            let sender = Identity::from_seed(&seed(c.sender));
+            let m = Message::seal_with(&sender, &c.draft, &c.secrets).unwrap();
+            let mut v = sealing_values(&m, &c.secrets, &c.draft.content);
+            let o = v.as_object_mut().unwrap();
+            o.insert("description".into(), c.description.into());
+            o.insert(
+                "sender_secret_key".into(),
+                hex::encode(*sender.secret_bytes()).into(),
+            );
+            let recipients: Vec<String> = c
+                .recipients
+                .iter()
+                .map(|&i| hex::encode(*Identity::from_seed(&seed(i)).secret_bytes()))
+                .collect();
+            o.insert("recipient_secret_keys".into(), recipients.into());
+            v
+        })
+        .collect();
+    main.insert("more_messages".into(), more.into());
+    v
 }
 
 fn blob_vectors() -> Value {
@@ -166,7 +325,7 @@ fn blob_vectors() -> Value {
         "plaintext": hex::encode(b"Hello, LNMP!\n"),
         "key": hex::encode(a.key),
         "nonce": hex::encode([0x66u8; 12]),
-        "blob": hex::encode(&bytes),
+        "blob": base64::engine::general_purpose::STANDARD.encode(&bytes),
         "cid": a.cid.to_string(),
         "attachment": serde_json::to_value(&a).unwrap(),
     })
@@ -203,13 +362,14 @@ fn frame_vectors() -> Value {
     let bob = Identity::from_seed(&seed(1));
     let m = sealed_message();
     let challenge = "c0ffee".repeat(8);
+    let auth_aux = [0x88; 32];
     let client = [
         ClientFrame::Auth(AuthProof::sign(
             &alice,
             RELAY_URL,
             &challenge,
             1_767_225_600,
-            &[0x88; 32],
+            &auth_aux,
         )),
         ClientFrame::Sub {
             sub: "inbox".into(),
@@ -297,6 +457,8 @@ fn frame_vectors() -> Value {
         "client": client.iter().map(ClientFrame::to_json).collect::<Vec<_>>(),
         "relay": relay.iter().map(RelayFrame::to_json).collect::<Vec<_>>(),
         "invalid_client": invalid,
+        "auth_secret_key": hex::encode(*alice.secret_bytes()),
+        "auth_aux_rand": hex::encode(auth_aux),
     })
 }
 

@@ -4,4 +4,13 @@
 //! See docs/ARCHITECTURE.md for how the modules fit together.
 
 pub mod client;
+pub mod config;
+pub mod custody;
+pub mod daemon;
+pub mod dkim;
+pub mod http;
+pub mod metrics;
+pub mod quickstart;
 pub mod lnmp;
+pub mod store;
+pub mod tls;

@@ -166,6 +166,13 @@ def is_uint(value: Any, where: str) -> None:
         raise ProtocolError(f"{where}: not a non-negative integer")
 
 
+def is_u32(value: Any, where: str) -> None:
+    """The few integer members that section 1 says allow less than 2^64-1."""
+    is_uint(value, where)
+    if value > 2**32 - 1:
+        raise ProtocolError(f"{where}: exceeds 2^32-1")
+
+
 def is_string(value: Any, where: str) -> None:
     if type(value) is not str:
         raise ProtocolError(f"{where}: not a string")
@@ -451,18 +458,19 @@ def address_verifies(address: Address, pubkey: bytes) -> bool:
 # --- Section 9.1: relay URLs -----------------------------------------------------------
 
 def is_relay_url(value: Any, where: str) -> None:
-    """Section 9.1: wss://host[:port][/path], printable ASCII, no spaces, <= 256 bytes;
-    ws:// only for a loopback host."""
+    """Section 9.1: `ws://` or `wss://`, a non-empty authority (the text up to the first
+    `/`, `?` or `#`) not starting with `:`, printable ASCII without spaces, <= 256 bytes."""
     is_string(value, where)
-    match = re.fullmatch(r"(wss?)://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?"
-                         r"(/[\x21-\x7e]*)?", value)
-    if len(value) > 256 or not match:
-        raise ProtocolError(f"{where}: not a relay URL: {value!r}")
-    scheme, host, port, _ = match.groups()
-    if port is not None and not 0 < int(port) <= 65535:
-        raise ProtocolError(f"{where}: bad port in {value!r}")
-    if scheme == "ws" and not (host.lower() in ("localhost", "[::1]") or host.startswith("127.")):
-        raise ProtocolError(f"{where}: ws:// is only for loopback: {value!r}")
+    if len(value.encode("utf-8")) > 256:
+        raise ProtocolError(f"{where}: relay URL over 256 bytes")
+    if not re.fullmatch(r"[\x21-\x7e]*", value):
+        raise ProtocolError(f"{where}: relay URL is not printable ASCII without spaces")
+    match = re.match(r"wss?://", value)
+    if not match:
+        raise ProtocolError(f"{where}: relay URL is not ws:// or wss://: {value!r}")
+    authority = re.split(r"[/?#]", value[match.end():], maxsplit=1)[0]
+    if not authority or authority.startswith(":"):
+        raise ProtocolError(f"{where}: relay URL has no host: {value!r}")
 
 
 # --- Section 4: address lookup ---------------------------------------------------------
@@ -477,8 +485,8 @@ LOOKUP_DOCUMENT = {
         "acquaintance": (is_uint, REQUIRED),
         "friend": (is_uint, REQUIRED),
         "priority": (is_uint, REQUIRED),
-        "surge": (object_of({"multiplier": (is_uint, REQUIRED),
-                             "threshold": (is_uint, REQUIRED)}), OPTIONAL),
+        "surge": (object_of({"multiplier": (is_u32, REQUIRED),
+                             "threshold": (is_u32, REQUIRED)}), OPTIONAL),
     }), REQUIRED),
 }
 
@@ -599,7 +607,7 @@ CONTENT = {
     "reply_to": (is_string, OPTIONAL),
     "mentions": (array_of(is_pubkey, 0, U64_MAX), OPTIONAL),
     "reactions": (array_of(object_of({
-        "target": (hex_of(32), REQUIRED),
+        "target": (is_string, REQUIRED),
         "emoji": (is_string, REQUIRED),
         "remove": (is_bool, OPTIONAL),
     }), 0, U64_MAX), OPTIONAL),
@@ -867,7 +875,7 @@ def is_filter(value: Any, where: str) -> None:
         "kinds": (array_of(one_of(*KINDS), 0, 1024), OPTIONAL),
         "since": (is_uint, OPTIONAL),
         "until": (is_uint, OPTIONAL),
-        "limit": (is_uint, OPTIONAL),
+        "limit": (is_u32, OPTIONAL),
     }, where)
     if value.get("since", 0) > value.get("until", U64_MAX):
         raise ProtocolError(f"{where}: since is after until")
@@ -919,7 +927,11 @@ def parse_frame(text: str, frames: dict[str, dict]) -> dict:
     schema = frames.get(frame.get("type"))
     if schema is None:
         raise ProtocolError(f"unknown frame type {frame.get('type')!r}")
-    return check_members(frame, schema, frame["type"])
+    check_members(frame, schema, frame["type"])
+    if frames is RELAY_FRAMES and frame["type"] == "OK" and not frame["accepted"] \
+            and "reason" not in frame:
+        raise ProtocolError("OK: a refusal must carry a reason (section 9.4)")
+    return frame
 
 
 def auth_digest(frame: dict) -> bytes:
@@ -999,6 +1011,10 @@ def check_identity(vectors: dict, report: Report) -> None:
         sloppy = "  " + case["mnemonic"].upper().replace(" ", " \t ")
         report.equal(f"{name}: mnemonic read with odd case and spacing -> same seed",
                      lambda: seed_from_mnemonic(sloppy), seed)
+        report.equal(f"{name}: mnemonic -> BIP39 seed (PBKDF2 of the normalized words)",
+                     lambda: bip39_seed(case["mnemonic"]).hex(), case["bip39_seed"])
+        report.equal(f"{name}: sloppy mnemonic -> same BIP39 seed",
+                     lambda: bip39_seed(sloppy).hex(), case["bip39_seed"])
         report.equal(f"{name}: BIP39 seed -> BIP32 m/138'/0'/0' secret key",
                      lambda: identity_secret_key(case["mnemonic"]).hex(), case["secret_key"])
         report.equal(f"{name}: secret key -> x-only public key",
@@ -1032,68 +1048,87 @@ def check_lookup(vectors: dict, report: Report) -> None:
                    lambda: accept_lookup_document(other_key, address))
 
 
-def check_message_sealing(vectors: dict, message: Message, report: Report) -> None:
-    """Every intermediate value of message.json, recomputed from the fixed randomness."""
+def holder_secrets(vectors: dict) -> dict[bytes, bytes]:
+    """Public key -> secret key of the sender and every recipient a vector names."""
+    recipients = vectors.get("recipient_secret_keys") or [vectors["recipient_secret_key"]]
+    return {public_key(secret): secret
+            for secret in map(bytes.fromhex, [vectors["sender_secret_key"], *recipients])}
+
+
+def check_message_sealing(vectors: dict, message: Message, report: Report,
+                          name: str = "message") -> None:
+    """Every intermediate value of a sealed-message vector, recomputed from the fixed
+    randomness."""
     content_json = vectors["content_json"].encode("utf-8")
-    holders = {public_key(bytes.fromhex(vectors[k])): bytes.fromhex(vectors[k])
-               for k in ("sender_secret_key", "recipient_secret_key")}
+    holders = holder_secrets(vectors)
     ephemeral_secret = bytes.fromhex(vectors["ephemeral_secret_key"])
     content_key = bytes.fromhex(vectors["content_key"])
-    report.accepts("message: content_json parses as content (section 6.6)",
+    report.accepts(f"{name}: content_json parses as content (section 6.6)",
                    lambda: parse_content(content_json))
-    report.equal("message: padded plaintext (Padme)", lambda: pad(content_json).hex(),
+    report.equal(f"{name}: padded plaintext (Padme)", lambda: pad(content_json).hex(),
                  vectors["padded_plaintext"])
-    report.equal("message: sender and recipient keys match from and to",
-                 lambda: sorted(holders), sorted(key_holders(message)))
-    report.equal("message: ephemeral public key", lambda: public_key(ephemeral_secret).hex(),
+    report.equal(f"{name}: the vector's secret keys are exactly from and to",
+                 lambda: sorted(holders), sorted(set(key_holders(message))))
+    report.equal(f"{name}: ephemeral public key", lambda: public_key(ephemeral_secret).hex(),
                  vectors["ephemeral_public_key"])
-    report.equal("message: envelope AAD", lambda: envelope_aad(message).hex(),
+    report.equal(f"{name}: envelope AAD", lambda: envelope_aad(message).hex(),
                  vectors["envelope_aad"])
+    report.equal(f"{name}: one key wrap per key holder (section 6.4)",
+                 lambda: [bytes.fromhex(wrap["to"]) for wrap in vectors["key_wraps"]],
+                 list(key_holders(message)))
     for index, wrap in enumerate(vectors["key_wraps"]):
         holder = bytes.fromhex(wrap["to"])
-        name = f"message: key wrap {index}"
-        report.equal(f"{name}: holder order", lambda: key_holders(message)[index], holder)
-        report.equal(f"{name}: associated data E || R", lambda: (message.ephemeral + holder).hex(),
-                     wrap["associated_data"])
-        report.equal(f"{name}: shared x from the ephemeral secret",
+        wrap_name = f"{name}: key wrap {index}"
+        report.equal(f"{wrap_name}: holder order", lambda: key_holders(message)[index], holder)
+        report.equal(f"{wrap_name}: associated data E || R",
+                     lambda: (message.ephemeral + holder).hex(), wrap["associated_data"])
+        report.equal(f"{wrap_name}: shared x from the ephemeral secret",
                      lambda: ecdh_x(ephemeral_secret, holder).hex(), wrap["shared_x"])
-        report.equal(f"{name}: shared x from the holder's secret",
+        report.equal(f"{wrap_name}: shared x from the holder's secret",
                      lambda: ecdh_x(holders[holder], message.ephemeral).hex(), wrap["shared_x"])
         kek = key_encryption_key(bytes.fromhex(wrap["shared_x"]), message.ephemeral, holder)
-        report.equal(f"{name}: KEK (HKDF)", lambda: kek.hex(), wrap["kek"])
-        report.equal(f"{name}: wrapped key",
+        report.equal(f"{wrap_name}: KEK (HKDF)", lambda: kek.hex(), wrap["kek"])
+        report.equal(f"{wrap_name}: wrapped key",
                      lambda: wrap_key(message.algorithm, kek, message.ephemeral, holder,
                                       content_key).hex(), wrap["wrapped"])
-        report.equal(f"{name}: wrapped key is the message's", lambda: message.keys[index][1].hex(),
-                     wrap["wrapped"])
-    report.equal("message: ciphertext from content key, nonce, AAD and padded plaintext",
+        report.equal(f"{wrap_name}: wrapped key is the message's",
+                     lambda: message.keys[index][1].hex(), wrap["wrapped"])
+    report.equal(f"{name}: ciphertext from content key, nonce, AAD and padded plaintext",
                  lambda: aead_encrypt(message.algorithm, content_key,
                                       bytes.fromhex(vectors["nonce"]), envelope_aad(message),
                                       bytes.fromhex(vectors["padded_plaintext"])),
                  message.ciphertext)
 
 
-def check_message(vectors: dict, report: Report) -> None:
+def check_sealed(vectors: dict, report: Report, name: str) -> Message:
+    """A sealed-message vector: shape, intermediate values, id, signature, and opening by
+    every key holder with nothing but its secret key."""
     text = json.dumps(vectors["message"])
-    report.accepts("message: parses strictly (section 5.1 shape and structural rules)",
+    report.accepts(f"{name}: parses strictly (section 5.1 shape and structural rules)",
                    lambda: parse_message_json(text))
     message = parse_message_json(text)
-    check_message_sealing(vectors, message, report)
-    report.equal("message: id from the canonical layout", lambda: message_id(message).hex(),
+    check_message_sealing(vectors, message, report, name)
+    report.equal(f"{name}: id from the canonical layout", lambda: message_id(message).hex(),
                  vectors["id"])
-    report.equal("message: id member", lambda: message.id.hex(), vectors["id"])
-    report.holds("message: BIP340 signature verifies under from",
+    report.equal(f"{name}: id member", lambda: message.id.hex(), vectors["id"])
+    report.holds(f"{name}: BIP340 signature verifies under from",
                  lambda: bip340_verify(message.sender, message.id, message.signature))
-    report.equal("message: BIP340 signature reproduced with aux_rand",
+    report.equal(f"{name}: BIP340 signature reproduced with aux_rand",
                  lambda: bip340_sign(bytes.fromhex(vectors["sender_secret_key"]), message.id,
                                      bytes.fromhex(vectors["aux_rand"])).hex(),
                  vectors["signature"])
+    report.equal(f"{name}: signature member", lambda: message.signature.hex(),
+                 vectors["signature"])
     expected_content = (vectors["content_json"].encode("utf-8"),
                         parse_content(vectors["content_json"].encode("utf-8")))
-    for role in ("recipient", "sender"):
-        report.equal(f"message: opens as the {role} with only its secret key",
-                     lambda: open_message(message, bytes.fromhex(vectors[f"{role}_secret_key"])),
-                     expected_content)
+    for holder, secret in holder_secrets(vectors).items():
+        report.equal(f"{name}: opens as key holder {holder.hex()[:8]}... with only its secret key",
+                     lambda: open_message(message, secret), expected_content)
+    return message
+
+
+def check_message(vectors: dict, report: Report) -> None:
+    message = check_sealed(vectors, report, "message")
     check_resealing(vectors, message, report)
     paid = parse_message_json(json.dumps(vectors["message_with_payment"]))
     report.accepts("message_with_payment: verifies (payment is outside id and signature)",
@@ -1102,24 +1137,69 @@ def check_message(vectors: dict, report: Report) -> None:
                  lambda: replace(paid, payment=None) == message)
     report.equal("message_with_payment: payment_hash = SHA256(preimage)",
                  lambda: payment_hash(paid.payment).hex(), vectors["payment_hash"])
+    check_defaults(vectors, report)
     check_tampering(vectors, message, report)
+    for index, more in enumerate(vectors["more_messages"]):
+        name = f"more_messages[{index}]"
+        extra = check_sealed(more, report, name)
+        report.equal(f"{name}: whole message sealed again byte for byte",
+                     lambda: json.dumps(message_json(reseal(more, extra)), sort_keys=True),
+                     json.dumps(more["message"], sort_keys=True))
+        report.holds(f"{name}: a copy with one flipped ciphertext byte is refused",
+                     lambda: refuses(lambda: open_message(
+                         replace(extra, ciphertext=flip(extra.ciphertext)),
+                         bytes.fromhex(more["sender_secret_key"]))))
+    kinds = [more["message"] for more in vectors["more_messages"]]
+    report.holds("more_messages: cover AES-256-GCM, the sender among 3 recipients, and a "
+                 "minimal non-TEXT message without relays, expiry or default priority",
+                 lambda: any(m["encrypted"]["algorithm"] == "AES-256-GCM" for m in kinds)
+                 and any(len(m["to"]) == 3 and m["from"] in m["to"]
+                         and len(m["encrypted"]["keys"]) == 3 for m in kinds)
+                 and any(m["kind"] != 1 and "relays" not in m and "expiry" not in m
+                         and m.get("priority") == "low" for m in kinds))
+
+
+def refuses(action: Callable[[], Any]) -> bool:
+    try:
+        action()
+    except ProtocolError:
+        return True
+    return False
+
+
+def reseal(vectors: dict, message: Message) -> Message:
+    """Seal a vector's message again from its content JSON and fixed randomness."""
+    return seal_message(draft=message, content_json=vectors["content_json"].encode("utf-8"),
+                        **{name: bytes.fromhex(vectors[key]) for name, key in (
+                            ("sender_secret", "sender_secret_key"),
+                            ("content_key", "content_key"),
+                            ("ephemeral_secret", "ephemeral_secret_key"),
+                            ("aux_rand", "aux_rand"))})
+
+
+def check_defaults(vectors: dict, report: Report) -> None:
+    """Section 5.3: an absent priority is "normal" and an absent relays is []; writing
+    or omitting either is the same message with the same id."""
+    without_priority = {k: v for k, v in vectors["message"].items() if k != "priority"}
+    report.equal("defaults: message without its \"normal\" priority keeps its id",
+                 lambda: message_id(parse_message(without_priority)).hex(), vectors["id"])
+    minimal = next(m for m in vectors["more_messages"] if "relays" not in m["message"])
+    with_empty = {**minimal["message"], "relays": []}
+    report.equal("defaults: message without relays keeps its id with \"relays\": []",
+                 lambda: message_id(parse_message(with_empty)).hex(), minimal["id"])
+    report.accepts("defaults: that copy verifies", lambda: verify_message(
+        parse_message(with_empty)))
 
 
 def check_resealing(vectors: dict, message: Message, report: Report) -> None:
     """Seal the whole message again from its inputs, with both algorithms of section 6.1."""
-    content_json = vectors["content_json"].encode("utf-8")
-    inputs = {name: bytes.fromhex(vectors[key]) for name, key in (
-        ("sender_secret", "sender_secret_key"), ("content_key", "content_key"),
-        ("ephemeral_secret", "ephemeral_secret_key"), ("aux_rand", "aux_rand"))}
     report.equal("seal: whole message sealed from content_json and the fixed randomness",
-                 lambda: message_json(seal_message(draft=message, content_json=content_json,
-                                                   **inputs)), vectors["message"])
-    aes = seal_message(draft=replace(message, algorithm="AES-256-GCM"),
-                       content_json=content_json, **inputs)
+                 lambda: message_json(reseal(vectors, message)), vectors["message"])
+    aes = reseal(vectors, replace(message, algorithm="AES-256-GCM"))
     for role in ("recipient", "sender"):
         report.equal(f"seal: AES-256-GCM copy opens as the {role}",
                      lambda: open_message(aes, bytes.fromhex(vectors[f"{role}_secret_key"]))[0],
-                     content_json)
+                     vectors["content_json"].encode("utf-8"))
 
 
 def check_tampering(vectors: dict, message: Message, report: Report) -> None:
@@ -1161,7 +1241,7 @@ def check_tampering(vectors: dict, message: Message, report: Report) -> None:
 
 
 def check_blob(vectors: dict, report: Report) -> None:
-    blob = bytes.fromhex(vectors["blob"])
+    blob = base64_bytes(vectors["blob"])
     attachment = vectors["attachment"]
     plaintext = bytes.fromhex(vectors["plaintext"])
     report.accepts("blob: attachment parses (section 7)",
@@ -1197,8 +1277,23 @@ def check_frames(vectors: dict, report: Report) -> None:
                  challenge)
     report.holds("frames: client AUTH signature verifies over the AUTH digest",
                  lambda: verify_auth(auth))
+    auth_secret = bytes.fromhex(vectors["auth_secret_key"])
+    report.equal("frames: AUTH secret key is the AUTH pubkey's",
+                 lambda: public_key(auth_secret).hex(), auth["pubkey"])
+    report.equal("frames: AUTH signature reproduced with auth_aux_rand",
+                 lambda: bip340_sign(auth_secret, auth_digest(auth),
+                                     bytes.fromhex(vectors["auth_aux_rand"])).hex(),
+                 auth["signature"])
     report.holds("frames: AUTH bound to another relay URL does not verify",
                  lambda: not verify_auth({**auth, "relay": "wss://other.example:7138"}))
+    for url in ("wss://example.com:7138", "ws://relay.example.org/lnmp", "wss://[::1]:7138/p?q",
+                "wss://a"):
+        report.accepts(f"relay URL {url} is valid (section 9.1)",
+                       lambda: is_relay_url(url, "url"))
+    for url in ("https://example.com", "wss://", "wss://:7138", "wss:///path", "wss://a b",
+                "wss://caf\u00e9.example", "wss://" + "a" * 251):
+        report.rejects(f"relay URL {url[:24]!r} is refused (section 9.1)",
+                       lambda: is_relay_url(url, "url"))
     for text in (vectors["client"][3], vectors["relay"][1]):
         frame = json.loads(text)
         report.accepts(f"frames: {frame['type']} message verifies",

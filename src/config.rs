@@ -1,0 +1,496 @@
+//! The daemon's configuration: one TOML file, overridable key by key from the
+//! environment, validated with errors that name the key at fault.
+//!
+//! With no file at all, `Config::default()` is the embedded default: SQLite under
+//! ./data, a self-signed certificate, unprivileged ports on loopback.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Prefix of environment variables that override config keys:
+/// `LNMP__<SECTION>__<KEY>`, e.g. `LNMP__HTTP__LISTEN=0.0.0.0:443`.
+pub const ENV_PREFIX: &str = "LNMP__";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("config key `{key}`: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        problem: problem.into(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: Server,
+    pub database: Database,
+    pub secrets: Secrets,
+    pub tls: Tls,
+    pub http: Http,
+    pub relay: Relay,
+    pub pricing: Pricing,
+    pub log: Log,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// The mail domain: users are `name@domain`, and LNMP addresses end in `@domain`.
+    pub domain: String,
+    /// This machine's public host name: the MX target and the TLS certificate's name.
+    pub hostname: String,
+    /// Where the database, keys and certificates live. Relative to the config file.
+    pub data_dir: PathBuf,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            domain: "lnmp.localhost".into(),
+            hostname: "lnmp.localhost".into(),
+            data_dir: "data".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Database {
+    /// `sqlite://path` or `postgres://user@host/db`; empty means SQLite in data_dir.
+    pub url: String,
+    pub max_connections: u32,
+    /// Writes waiting for the SQLite writer that are committed together in one transaction.
+    pub sqlite_group_commit_max: usize,
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Database {
+            url: String::new(),
+            max_connections: 8,
+            sqlite_group_commit_max: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Secrets {
+    /// The master key file (64 hex digits, mode 0600); empty means data_dir/master.key.
+    /// The environment variable LNMP_MASTER_KEY, if set, is used instead of any file.
+    pub master_key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// PEM certificate chain; empty (with key_file empty) means a self-signed certificate
+    /// for `server.hostname`, made on first start and kept in data_dir/tls/.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    pub listen: String,
+    /// HTTPS with the daemon's certificate; false for plain HTTP behind a reverse proxy.
+    pub tls: bool,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            listen: "127.0.0.1:8443".into(),
+            tls: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Relay {
+    /// The relay URL the address lookup advertises; empty means wss://<hostname>:7138.
+    pub public_url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pricing {
+    /// Satoshis a stranger pays to reach a user, unless the user sets their own.
+    pub stranger: u64,
+    pub acquaintance: u64,
+    pub friend: u64,
+    pub priority: u64,
+    /// Prices are multiplied by this while more than `surge_threshold` messages are unread.
+    pub surge_multiplier: u32,
+    /// 0 turns surge pricing off.
+    pub surge_threshold: u32,
+    /// Mail that DKIM-authenticates as one of these domains is free (receipts, banks).
+    pub free_dkim_domains: Vec<String>,
+    /// Mail with one of these List-Id values is free (newsletters the user chose).
+    pub free_list_ids: Vec<String>,
+}
+
+impl Default for Pricing {
+    fn default() -> Self {
+        Pricing {
+            stranger: 100,
+            acquaintance: 10,
+            friend: 0,
+            priority: 1000,
+            surge_multiplier: 2,
+            surge_threshold: 100,
+            free_dkim_domains: Vec::new(),
+            free_list_ids: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    pub format: LogFormat,
+    /// A tracing filter: a level (`info`) or directives (`lnmp_bridge=debug,sqlx=warn`).
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// How long shutdown waits for in-flight work before closing connections.
+    pub shutdown_grace_seconds: u64,
+    /// The longest an HTTP request may take, headers to response.
+    pub http_request_timeout_seconds: u64,
+    /// Open HTTP connections at once; more wait in the kernel's accept queue.
+    pub http_max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            shutdown_grace_seconds: 30,
+            http_request_timeout_seconds: 30,
+            http_max_connections: 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`, applies environment overrides, resolves relative paths against the
+    /// file's folder, and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::from_toml(&text, &path.display().to_string(), base, std::env::vars())
+    }
+
+    /// The embedded default with environment overrides applied, paths relative to the
+    /// current folder.
+    pub fn embedded() -> Result<Config, ConfigError> {
+        Config::from_toml("", "embedded default", Path::new("."), std::env::vars())
+    }
+
+    /// Parses TOML text, overlays `LNMP__SECTION__KEY` variables from `env`, resolves
+    /// paths against `base`, and validates. `origin` names the text in errors.
+    pub fn from_toml(
+        text: &str,
+        origin: &str,
+        base: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let parse_err = |origin: String, e: toml::de::Error| ConfigError::Parse {
+            origin,
+            message: e.message().to_owned() + &span_hint(text, e.span()),
+        };
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| parse_err(origin.to_owned(), e))?;
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let Some((section, key)) = rest.split_once("__") else {
+                return Err(ConfigError::Parse {
+                    origin: name.clone(),
+                    message: "expected LNMP__<SECTION>__<KEY>".into(),
+                });
+            };
+            let section = section.to_ascii_lowercase();
+            let key = key.to_ascii_lowercase();
+            // A value that parses as TOML (numbers, booleans, arrays) is taken as such;
+            // anything else is a string.
+            let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or(toml::Value::String(value));
+            let entry = table
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry {
+                toml::Value::Table(t) => {
+                    t.insert(key, parsed);
+                }
+                _ => {
+                    return Err(ConfigError::Parse {
+                        origin: name,
+                        message: format!("`{section}` is not a section"),
+                    });
+                }
+            }
+        }
+        let mut config: Config = toml::Table::try_into(table).map_err(|e: toml::de::Error| {
+            ConfigError::Parse {
+                origin: format!("{origin} (after environment overrides)"),
+                message: e.message().to_owned(),
+            }
+        })?;
+        config.resolve_paths(base);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if !p.as_os_str().is_empty() && p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.server.data_dir);
+        resolve(&mut self.secrets.master_key_file);
+        resolve(&mut self.tls.cert_file);
+        resolve(&mut self.tls.key_file);
+    }
+
+    /// Checks every rule a TOML type cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (key, name) in [
+            ("server.domain", &self.server.domain),
+            ("server.hostname", &self.server.hostname),
+        ] {
+            validate_domain(name).map_err(|p| invalid(key, p))?;
+        }
+        if self.server.data_dir.as_os_str().is_empty() {
+            return Err(invalid("server.data_dir", "must not be empty"));
+        }
+        let url = &self.database.url;
+        if !(url.is_empty() || url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(invalid("database.url", "must start with sqlite: or postgres://"));
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        if self.database.sqlite_group_commit_max == 0 {
+            return Err(invalid("database.sqlite_group_commit_max", "must be at least 1"));
+        }
+        if self.tls.cert_file.as_os_str().is_empty() != self.tls.key_file.as_os_str().is_empty() {
+            return Err(invalid("tls.cert_file", "cert_file and key_file go together: set both or neither"));
+        }
+        self.http
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|_| invalid("http.listen", format!("{:?} is not an address:port", self.http.listen)))?;
+        if !self.relay.public_url.is_empty() {
+            crate::lnmp::message::validate_relay_url(&self.relay.public_url)
+                .map_err(|e| invalid("relay.public_url", e.to_string()))?;
+        }
+        if self.pricing.surge_multiplier == 0 {
+            return Err(invalid("pricing.surge_multiplier", "must be at least 1"));
+        }
+        for d in &self.pricing.free_dkim_domains {
+            validate_domain(d).map_err(|p| invalid("pricing.free_dkim_domains", p))?;
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| invalid("log.level", e.to_string()))?;
+        if self.limits.http_request_timeout_seconds == 0 {
+            return Err(invalid("limits.http_request_timeout_seconds", "must be at least 1"));
+        }
+        if self.limits.http_max_connections == 0 {
+            return Err(invalid("limits.http_max_connections", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.server.data_dir.join("lnmp-bridge.db").display()
+            )
+        } else {
+            self.database.url.clone()
+        }
+    }
+
+    pub fn master_key_file(&self) -> PathBuf {
+        if self.secrets.master_key_file.as_os_str().is_empty() {
+            self.server.data_dir.join("master.key")
+        } else {
+            self.secrets.master_key_file.clone()
+        }
+    }
+
+    pub fn relay_url(&self) -> String {
+        if self.relay.public_url.is_empty() {
+            format!("wss://{}:{}", self.server.hostname, crate::lnmp::DEFAULT_RELAY_PORT)
+        } else {
+            self.relay.public_url.clone()
+        }
+    }
+
+    pub fn http_listen(&self) -> SocketAddr {
+        // Checked by validate().
+        self.http.listen.parse().expect("validated http.listen")
+    }
+}
+
+/// A host name of LDH labels, at least two, as mail and TLS need.
+fn validate_domain(name: &str) -> Result<(), String> {
+    let labels: Vec<&str> = name.split('.').collect();
+    let ok = name.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not a lowercase fully qualified domain name"))
+    }
+}
+
+/// " (line N)" for a TOML error span, so the message points into the file.
+fn span_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(s) if s.start <= text.len() => {
+            format!(" (line {})", text[..s.start].matches('\n').count() + 1)
+        }
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::from_toml(text, "test.toml", Path::new("/etc/lnmp"), env)
+    }
+
+    #[test]
+    fn empty_is_the_embedded_default() {
+        let c = parse("", &[]).unwrap();
+        let mut d = Config::default();
+        d.server.data_dir = "/etc/lnmp/data".into();
+        assert_eq!(c, d);
+    }
+
+    #[test]
+    fn the_example_file_documents_the_defaults() {
+        let text = include_str!("../config/lnmp-bridge.example.toml");
+        let parsed: toml::Table = toml::from_str(text).unwrap();
+        let defaults = toml::Table::try_from(Config::default()).unwrap();
+        // Every key of the config appears in the example with its default value.
+        for (section, keys) in &defaults {
+            let keys = keys.as_table().unwrap();
+            let example = parsed
+                .get(section)
+                .and_then(|s| s.as_table())
+                .unwrap_or_else(|| panic!("[{section}] missing from the example"));
+            for (key, value) in keys {
+                assert_eq!(example.get(key), Some(value), "{section}.{key} in the example");
+            }
+            assert_eq!(example.len(), keys.len(), "[{section}] has keys the config lacks");
+        }
+        assert_eq!(parsed.len(), defaults.len());
+    }
+
+    #[test]
+    fn environment_overrides_keys() {
+        let c = parse(
+            "[http]\nlisten = \"127.0.0.1:1\"\n",
+            &[
+                ("LNMP__HTTP__LISTEN", "0.0.0.0:443"),
+                ("LNMP__PRICING__STRANGER", "250"),
+                ("LNMP__HTTP__TLS", "false"),
+                ("LNMP__DATABASE__URL", "postgres://u@h/db"),
+                ("UNRELATED", "x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.http.listen, "0.0.0.0:443");
+        assert_eq!(c.pricing.stranger, 250);
+        assert!(!c.http.tls);
+        assert_eq!(c.database.url, "postgres://u@h/db");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("[http]\nlisten = \"nope\"\n", "http.listen"),
+            ("[server]\ndomain = \"Example\"\n", "server.domain"),
+            ("[database]\nurl = \"mysql://x\"\n", "database.url"),
+            ("[tls]\ncert_file = \"c.pem\"\n", "tls.cert_file"),
+            ("[pricing]\nsurge_multiplier = 0\n", "pricing.surge_multiplier"),
+            ("[log]\nlevel = \"=[\"\n", "log.level"),
+            ("[relay]\npublic_url = \"https://x\"\n", "relay.public_url"),
+        ];
+        for (text, key) in cases {
+            let err = parse(text, &[]).unwrap_err().to_string();
+            assert!(err.contains(key), "{text:?}: {err}");
+        }
+        let err = parse("[http]\nlisten = 5\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("invalid type"), "{err}");
+        let err = parse("[http]\nlistn = \"x\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("unknown field `listn`"), "{err}");
+        let err = parse("[http\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("line 1"), "{err}");
+        let err = parse("", &[("LNMP__HTTP", "x")]).unwrap_err().to_string();
+        assert!(err.contains("LNMP__HTTP"), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let c = parse("[secrets]\nmaster_key_file = \"k/master.key\"\n", &[]).unwrap();
+        assert_eq!(c.master_key_file(), PathBuf::from("/etc/lnmp/k/master.key"));
+        assert_eq!(c.database_url(), "sqlite:///etc/lnmp/data/lnmp-bridge.db?mode=rwc");
+    }
+}
