@@ -143,18 +143,18 @@ enum PricingCommand {
 struct PricingSetArgs {
     user: String,
     #[arg(long)]
-    stranger: Option<i64>,
+    stranger: Option<u32>,
     #[arg(long)]
-    acquaintance: Option<i64>,
+    acquaintance: Option<u32>,
     #[arg(long)]
-    friend: Option<i64>,
+    friend: Option<u32>,
     #[arg(long)]
-    priority: Option<i64>,
+    priority: Option<u32>,
     #[arg(long)]
-    surge_multiplier: Option<i64>,
+    surge_multiplier: Option<u32>,
     /// Unread messages above which surge pricing applies; 0 turns it off.
     #[arg(long)]
-    surge_threshold: Option<i64>,
+    surge_threshold: Option<u32>,
     /// Forget the user's own prices and follow the config again.
     #[arg(long, conflicts_with_all = ["stranger", "acquaintance", "friend", "priority", "surge_multiplier", "surge_threshold"])]
     defaults: bool,
@@ -369,7 +369,7 @@ async fn contacts(c: &Custody, cmd: ContactsCommand) -> anyhow::Result<()> {
             let u = c.user(&user).await?;
             let level: Level = level.parse().map_err(anyhow::Error::msg)?;
             let a = c.add_contact(&u, &address, level).await?;
-            println!("{a} is a {level} of {user}");
+            println!("{a} is now {user}'s {level}");
         }
         ContactsCommand::List { user } => {
             let u = c.user(&user).await?;
@@ -411,13 +411,14 @@ async fn pricing(c: &Custody, cmd: PricingCommand) -> anyhow::Result<()> {
                 Overrides::default()
             } else {
                 let old = c.pricing_overrides(&u).await?;
+                let pick = |new: Option<u32>, old: Option<i64>| new.map(i64::from).or(old);
                 Overrides {
-                    stranger: a.stranger.or(old.stranger),
-                    acquaintance: a.acquaintance.or(old.acquaintance),
-                    friend: a.friend.or(old.friend),
-                    priority: a.priority.or(old.priority),
-                    surge_multiplier: a.surge_multiplier.or(old.surge_multiplier),
-                    surge_threshold: a.surge_threshold.or(old.surge_threshold),
+                    stranger: pick(a.stranger, old.stranger),
+                    acquaintance: pick(a.acquaintance, old.acquaintance),
+                    friend: pick(a.friend, old.friend),
+                    priority: pick(a.priority, old.priority),
+                    surge_multiplier: pick(a.surge_multiplier, old.surge_multiplier),
+                    surge_threshold: pick(a.surge_threshold, old.surge_threshold),
                 }
             };
             c.set_pricing(&u, o).await?;
