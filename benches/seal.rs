@@ -27,7 +27,8 @@ fn bench(c: &mut Criterion) {
     let limits = Limits::default();
     for (label, size) in [("1KiB", 1024), ("1MiB", 1024 * 1024)] {
         for n in [1usize, 10] {
-            let recipients: Vec<Identity> = (0..n).map(|_| Identity::generate(&mut OsRng)).collect();
+            let recipients: Vec<Identity> =
+                (0..n).map(|_| Identity::generate(&mut OsRng)).collect();
             let d = draft(size, &recipients);
             let id = format!("{label}/{n}rcpt");
 

@@ -272,12 +272,11 @@ impl Config {
                 }
             }
         }
-        let mut config: Config = toml::Table::try_into(table).map_err(|e: toml::de::Error| {
-            ConfigError::Parse {
+        let mut config: Config =
+            toml::Table::try_into(table).map_err(|e: toml::de::Error| ConfigError::Parse {
                 origin: format!("{origin} (after environment overrides)"),
                 message: e.message().to_owned(),
-            }
-        })?;
+            })?;
         config.resolve_paths(base);
         config.validate()?;
         Ok(config)
@@ -307,22 +306,37 @@ impl Config {
             return Err(invalid("server.data_dir", "must not be empty"));
         }
         let url = &self.database.url;
-        if !(url.is_empty() || url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(invalid("database.url", "must start with sqlite: or postgres://"));
+        if !(url.is_empty()
+            || url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "database.url",
+                "must start with sqlite: or postgres://",
+            ));
         }
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be at least 1"));
         }
         if self.database.sqlite_group_commit_max == 0 {
-            return Err(invalid("database.sqlite_group_commit_max", "must be at least 1"));
+            return Err(invalid(
+                "database.sqlite_group_commit_max",
+                "must be at least 1",
+            ));
         }
         if self.tls.cert_file.as_os_str().is_empty() != self.tls.key_file.as_os_str().is_empty() {
-            return Err(invalid("tls.cert_file", "cert_file and key_file go together: set both or neither"));
+            return Err(invalid(
+                "tls.cert_file",
+                "cert_file and key_file go together: set both or neither",
+            ));
         }
-        self.http
-            .listen
-            .parse::<SocketAddr>()
-            .map_err(|_| invalid("http.listen", format!("{:?} is not an address:port", self.http.listen)))?;
+        self.http.listen.parse::<SocketAddr>().map_err(|_| {
+            invalid(
+                "http.listen",
+                format!("{:?} is not an address:port", self.http.listen),
+            )
+        })?;
         if !self.relay.public_url.is_empty() {
             crate::lnmp::message::validate_relay_url(&self.relay.public_url)
                 .map_err(|e| invalid("relay.public_url", e.to_string()))?;
@@ -336,7 +350,10 @@ impl Config {
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", e.to_string()))?;
         if self.limits.http_request_timeout_seconds == 0 {
-            return Err(invalid("limits.http_request_timeout_seconds", "must be at least 1"));
+            return Err(invalid(
+                "limits.http_request_timeout_seconds",
+                "must be at least 1",
+            ));
         }
         if self.limits.http_max_connections == 0 {
             return Err(invalid("limits.http_max_connections", "must be at least 1"));
@@ -365,7 +382,11 @@ impl Config {
 
     pub fn relay_url(&self) -> String {
         if self.relay.public_url.is_empty() {
-            format!("wss://{}:{}", self.server.hostname, crate::lnmp::DEFAULT_RELAY_PORT)
+            format!(
+                "wss://{}:{}",
+                self.server.hostname,
+                crate::lnmp::DEFAULT_RELAY_PORT
+            )
         } else {
             self.relay.public_url.clone()
         }
@@ -385,14 +406,17 @@ fn validate_domain(name: &str) -> Result<(), String> {
         && labels.iter().all(|l| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         });
     if ok {
         Ok(())
     } else {
-        Err(format!("{name:?} is not a lowercase fully qualified domain name"))
+        Err(format!(
+            "{name:?} is not a lowercase fully qualified domain name"
+        ))
     }
 }
 
@@ -436,9 +460,17 @@ mod tests {
                 .and_then(|s| s.as_table())
                 .unwrap_or_else(|| panic!("[{section}] missing from the example"));
             for (key, value) in keys {
-                assert_eq!(example.get(key), Some(value), "{section}.{key} in the example");
+                assert_eq!(
+                    example.get(key),
+                    Some(value),
+                    "{section}.{key} in the example"
+                );
             }
-            assert_eq!(example.len(), keys.len(), "[{section}] has keys the config lacks");
+            assert_eq!(
+                example.len(),
+                keys.len(),
+                "[{section}] has keys the config lacks"
+            );
         }
         assert_eq!(parsed.len(), defaults.len());
     }
@@ -469,7 +501,10 @@ mod tests {
             ("[server]\ndomain = \"Example\"\n", "server.domain"),
             ("[database]\nurl = \"mysql://x\"\n", "database.url"),
             ("[tls]\ncert_file = \"c.pem\"\n", "tls.cert_file"),
-            ("[pricing]\nsurge_multiplier = 0\n", "pricing.surge_multiplier"),
+            (
+                "[pricing]\nsurge_multiplier = 0\n",
+                "pricing.surge_multiplier",
+            ),
             ("[log]\nlevel = \"=[\"\n", "log.level"),
             ("[relay]\npublic_url = \"https://x\"\n", "relay.public_url"),
         ];
@@ -479,7 +514,9 @@ mod tests {
         }
         let err = parse("[http]\nlisten = 5\n", &[]).unwrap_err().to_string();
         assert!(err.contains("invalid type"), "{err}");
-        let err = parse("[http]\nlistn = \"x\"\n", &[]).unwrap_err().to_string();
+        let err = parse("[http]\nlistn = \"x\"\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `listn`"), "{err}");
         let err = parse("[http\n", &[]).unwrap_err().to_string();
         assert!(err.contains("line 1"), "{err}");
@@ -491,6 +528,9 @@ mod tests {
     fn relative_paths_follow_the_config_file() {
         let c = parse("[secrets]\nmaster_key_file = \"k/master.key\"\n", &[]).unwrap();
         assert_eq!(c.master_key_file(), PathBuf::from("/etc/lnmp/k/master.key"));
-        assert_eq!(c.database_url(), "sqlite:///etc/lnmp/data/lnmp-bridge.db?mode=rwc");
+        assert_eq!(
+            c.database_url(),
+            "sqlite:///etc/lnmp/data/lnmp-bridge.db?mode=rwc"
+        );
     }
 }

@@ -44,7 +44,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         },
         &limits,
     );
-    let http_task = tokio::spawn(http::serve(listener, tls.clone(), app, limits, shutdown.clone()));
+    let http_task = tokio::spawn(http::serve(
+        listener,
+        tls.clone(),
+        app,
+        limits,
+        shutdown.clone(),
+    ));
 
     print_banner(&config, &custody, bound, tls.is_some()).await?;
     tracing::info!(%bound, "serving");
@@ -60,10 +66,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn print_banner(config: &Config, custody: &Custody, bound: std::net::SocketAddr, tls: bool) -> anyhow::Result<()> {
+async fn print_banner(
+    config: &Config,
+    custody: &Custody,
+    bound: std::net::SocketAddr,
+    tls: bool,
+) -> anyhow::Result<()> {
     let scheme = if tls { "https" } else { "http" };
     let users = custody.list_users().await?;
-    println!("lnmp-bridge {} serving {}", env!("CARGO_PKG_VERSION"), config.server.domain);
+    println!(
+        "lnmp-bridge {} serving {}",
+        env!("CARGO_PKG_VERSION"),
+        config.server.domain
+    );
     println!("  {scheme}://{bound}/.well-known/lnmp.json?name=<user>   address lookup");
     println!("  {scheme}://{bound}/healthz, /metrics");
     println!("  data in {}", config.server.data_dir.display());

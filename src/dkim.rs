@@ -89,13 +89,18 @@ pub fn generate(dir: &Path, prefix: &str) -> Result<Vec<DkimKey>, DkimError> {
 
     let rsa = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).map_err(|e| gen_err(&e))?;
     let rsa_pem = rsa.to_pkcs8_pem(LineEnding::LF).map_err(|e| gen_err(&e))?;
-    let rsa_pub = rsa.to_public_key().to_public_key_der().map_err(|e| gen_err(&e))?;
+    let rsa_pub = rsa
+        .to_public_key()
+        .to_public_key_der()
+        .map_err(|e| gen_err(&e))?;
     let rsa_file = dir.join(format!("{prefix}r.rsa.pem"));
     write_private(&rsa_file, &rsa_pem)?;
 
     let rng = ring::rand::SystemRandom::new();
-    let ed_pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).map_err(|e| gen_err(&e))?;
-    let ed = ring::signature::Ed25519KeyPair::from_pkcs8(ed_pkcs8.as_ref()).map_err(|e| gen_err(&e))?;
+    let ed_pkcs8 =
+        ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).map_err(|e| gen_err(&e))?;
+    let ed =
+        ring::signature::Ed25519KeyPair::from_pkcs8(ed_pkcs8.as_ref()).map_err(|e| gen_err(&e))?;
     let ed_pem = pem_encode("PRIVATE KEY", ed_pkcs8.as_ref());
     let ed_file = dir.join(format!("{prefix}e.ed25519.pem"));
     write_private(&ed_file, &ed_pem)?;
@@ -136,14 +141,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let keys = generate(dir.path(), "t1").unwrap();
         assert_eq!(keys.len(), 2);
-        assert!(keys[0].txt().starts_with("v=DKIM1; k=rsa; h=sha256; p=MIIBIjAN"));
+        assert!(
+            keys[0]
+                .txt()
+                .starts_with("v=DKIM1; k=rsa; h=sha256; p=MIIBIjAN")
+        );
         assert!(keys[1].txt().starts_with("v=DKIM1; k=ed25519; p="));
         assert_eq!(keys[1].public_key.len(), 44, "32 raw bytes in base64");
         for k in &keys {
             let pem = std::fs::read_to_string(&k.private_key_file).unwrap();
             assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
         }
-        assert!(generate(dir.path(), "t1").is_err(), "never overwrites a key");
+        assert!(
+            generate(dir.path(), "t1").is_err(),
+            "never overwrites a key"
+        );
         // The Ed25519 PEM reads back as the key whose public half is published.
         use rustls_pki_types::pem::PemObject as _;
         let pem = std::fs::read_to_string(&keys[1].private_key_file).unwrap();

@@ -276,7 +276,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("  data        {}", config.server.data_dir.display());
             println!("  database    {}", redact_url(&config.database_url()));
             println!("  master key  {}", config.master_key_file().display());
-            println!("  http        {} ({})", config.http.listen, if config.http.tls { "https" } else { "plain http" });
+            println!(
+                "  http        {} ({})",
+                config.http.listen,
+                if config.http.tls {
+                    "https"
+                } else {
+                    "plain http"
+                }
+            );
             println!("  relay URL   {}", config.relay_url());
         }
         Command::User(cmd) => {
@@ -318,7 +326,10 @@ fn redact_url(url: &str) -> String {
 
 async fn user(c: &Custody, cmd: UserCommand) -> anyhow::Result<()> {
     match cmd {
-        UserCommand::Add { name, password_stdin } => {
+        UserCommand::Add {
+            name,
+            password_stdin,
+        } => {
             let (pw, generated) = read_or_generate_password(password_stdin)?;
             let u = c.add_user(&name, &pw).await?;
             println!("created {}", u.username);
@@ -333,7 +344,10 @@ async fn user(c: &Custody, cmd: UserCommand) -> anyhow::Result<()> {
                 println!("{:<20} {:<36} {}", u.username, u.email, u.address);
             }
         }
-        UserCommand::Passwd { name, password_stdin } => {
+        UserCommand::Passwd {
+            name,
+            password_stdin,
+        } => {
             let (pw, generated) = read_or_generate_password(password_stdin)?;
             c.set_password(&name, &pw).await?;
             if generated {
@@ -344,7 +358,9 @@ async fn user(c: &Custody, cmd: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::Remove { name, yes } => {
             if !yes {
-                bail!("this deletes {name}'s mail and LNMP key for good (export the key first with `user export-key {name}`); add --yes to go ahead");
+                bail!(
+                    "this deletes {name}'s mail and LNMP key for good (export the key first with `user export-key {name}`); add --yes to go ahead"
+                );
             }
             c.remove_user(&name).await?;
             println!("removed {name}");
@@ -365,7 +381,11 @@ async fn user(c: &Custody, cmd: UserCommand) -> anyhow::Result<()> {
 
 async fn contacts(c: &Custody, cmd: ContactsCommand) -> anyhow::Result<()> {
     match cmd {
-        ContactsCommand::Add { user, address, level } => {
+        ContactsCommand::Add {
+            user,
+            address,
+            level,
+        } => {
             let u = c.user(&user).await?;
             let level: Level = level.parse().map_err(anyhow::Error::msg)?;
             let a = c.add_contact(&u, &address, level).await?;
@@ -395,14 +415,24 @@ async fn pricing(c: &Custody, cmd: PricingCommand) -> anyhow::Result<()> {
             let from = |v: Option<i64>| if v.is_some() { "user" } else { "config" };
             println!("prices for {} (satoshis)", u.email);
             println!("  stranger      {:>8}  ({})", p.stranger, from(o.stranger));
-            println!("  acquaintance  {:>8}  ({})", p.acquaintance, from(o.acquaintance));
+            println!(
+                "  acquaintance  {:>8}  ({})",
+                p.acquaintance,
+                from(o.acquaintance)
+            );
             println!("  friend        {:>8}  ({})", p.friend, from(o.friend));
             println!("  priority      {:>8}  ({})", p.priority, from(o.priority));
             match p.surge {
-                Some(s) => println!("  surge         x{} above {} unread", s.multiplier, s.threshold),
+                Some(s) => println!(
+                    "  surge         x{} above {} unread",
+                    s.multiplier, s.threshold
+                ),
                 None => println!("  surge         off"),
             }
-            println!("  free DKIM domains  {}", list_or_none(&p.free_dkim_domains));
+            println!(
+                "  free DKIM domains  {}",
+                list_or_none(&p.free_dkim_domains)
+            );
             println!("  free List-Ids      {}", list_or_none(&p.free_list_ids));
         }
         PricingCommand::Set(a) => {
@@ -432,14 +462,21 @@ async fn pricing(c: &Custody, cmd: PricingCommand) -> anyhow::Result<()> {
                     c.set_free_pass(&u, kind, v, present).await?;
                 }
             }
-            println!("prices of {} updated; `lnmp-bridge pricing show {}` shows them", u.username, u.username);
+            println!(
+                "prices of {} updated; `lnmp-bridge pricing show {}` shows them",
+                u.username, u.username
+            );
         }
     }
     Ok(())
 }
 
 fn list_or_none(v: &[String]) -> String {
-    if v.is_empty() { "none".into() } else { v.join(", ") }
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
 }
 
 fn client(cmd: ClientCommand) -> anyhow::Result<()> {
@@ -449,7 +486,10 @@ fn client(cmd: ClientCommand) -> anyhow::Result<()> {
             keyfile::create(&key_file, &seed)?;
             let id = Identity::from_seed(&seed);
             println!("public key: {}", id.public_key());
-            println!("key file:   {} (keep it secret; it is also your paper backup)", key_file.display());
+            println!(
+                "key file:   {} (keep it secret; it is also your paper backup)",
+                key_file.display()
+            );
         }
         ClientCommand::Address {
             key_file,
@@ -470,7 +510,10 @@ fn client(cmd: ClientCommand) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("lnmp-bridge: cannot start the async runtime: {e}");

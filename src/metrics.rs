@@ -35,7 +35,11 @@ impl Metrics {
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
         let http_requests = Family::<HttpLabels, Counter>::default();
-        registry.register("http_requests", "HTTP requests answered, by route and status", http_requests.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route and status",
+            http_requests.clone(),
+        );
         let users = Gauge::default();
         registry.register("users", "Users of the domain", users.clone());
         Metrics {

@@ -37,7 +37,10 @@ pub async fn run(o: Options) -> anyhow::Result<String> {
         .with_context(|| format!("cannot use {:?} as the admin's user name", o.admin))?;
     let config_path = o.dir.join(CONFIG_FILE);
     if config_path.exists() {
-        bail!("{} exists already; quickstart sets up a new domain only", config_path.display());
+        bail!(
+            "{} exists already; quickstart sets up a new domain only",
+            config_path.display()
+        );
     }
 
     let mut text = format!(
@@ -52,10 +55,19 @@ pub async fn run(o: Options) -> anyhow::Result<String> {
         write!(text, "\n[database]\nurl = {}\n", quoted(url))?;
     }
     // Validate before touching the disk, so a bad domain leaves nothing behind.
-    let config = Config::from_toml(&text, &config_path.display().to_string(), &o.dir, std::env::vars())?;
-    std::fs::create_dir_all(&o.dir).with_context(|| format!("cannot create {}", o.dir.display()))?;
+    let config = Config::from_toml(
+        &text,
+        &config_path.display().to_string(),
+        &o.dir,
+        std::env::vars(),
+    )?;
+    std::fs::create_dir_all(&o.dir)
+        .with_context(|| format!("cannot create {}", o.dir.display()))?;
     if config.server.data_dir.join("master.key").exists() || config.master_key_file().exists() {
-        bail!("{} exists already; quickstart will not replace a master key", config.master_key_file().display());
+        bail!(
+            "{} exists already; quickstart will not replace a master key",
+            config.master_key_file().display()
+        );
     }
 
     let custody = custody::open(&config).await?;
@@ -66,47 +78,98 @@ pub async fn run(o: Options) -> anyhow::Result<String> {
     let pw = password::generate();
     let admin = custody.add_user(&o.admin, &pw).await?;
     custody.store().close().await;
-    std::fs::write(&config_path, &text).with_context(|| format!("cannot write {}", config_path.display()))?;
+    std::fs::write(&config_path, &text)
+        .with_context(|| format!("cannot write {}", config_path.display()))?;
 
     let mut out = String::new();
     writeln!(out, "Set up {domain} in {}:", o.dir.display())?;
     writeln!(out, "  config      {}", config_path.display())?;
-    writeln!(out, "  master key  {}  (back it up apart from the database: without it no user key opens)", config.master_key_file().display())?;
-    writeln!(out, "  database    {}", if o.database_url.is_some() { "PostgreSQL" } else { "SQLite in the data folder" })?;
+    writeln!(
+        out,
+        "  master key  {}  (back it up apart from the database: without it no user key opens)",
+        config.master_key_file().display()
+    )?;
+    writeln!(
+        out,
+        "  database    {}",
+        if o.database_url.is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite in the data folder"
+        }
+    )?;
     writeln!(out)?;
     writeln!(out, "Admin user {}:", admin.username)?;
     writeln!(out, "  email address  {}", admin.email)?;
     writeln!(out, "  LNMP address   {}", admin.address)?;
-    writeln!(out, "  password       {pw}   (shown once; change it with `lnmp-bridge user passwd {}`)", admin.username)?;
+    writeln!(
+        out,
+        "  password       {pw}   (shown once; change it with `lnmp-bridge user passwd {}`)",
+        admin.username
+    )?;
     writeln!(out)?;
     out.push_str(&dns_records(&domain, &hostname, &admin.email, &keys));
     writeln!(out)?;
-    writeln!(out, "Then start the daemon: lnmp-bridge serve --config {}", config_path.display())?;
+    writeln!(
+        out,
+        "Then start the daemon: lnmp-bridge serve --config {}",
+        config_path.display()
+    )?;
     Ok(out)
 }
 
 /// The records to publish, in zone-file syntax.
 pub fn dns_records(domain: &str, hostname: &str, postmaster: &str, keys: &[DkimKey]) -> String {
     let mut rows: Vec<(String, &str, String)> = vec![
-        (format!("{hostname}."), "A", "<this server's IPv4 address>".into()),
-        (format!("{hostname}."), "AAAA", "<this server's IPv6 address, if any>".into()),
+        (
+            format!("{hostname}."),
+            "A",
+            "<this server's IPv4 address>".into(),
+        ),
+        (
+            format!("{hostname}."),
+            "AAAA",
+            "<this server's IPv6 address, if any>".into(),
+        ),
         (format!("{domain}."), "MX", format!("10 {hostname}.")),
         (format!("{domain}."), "TXT", quote_txt("v=spf1 mx -all")),
         (
             format!("_dmarc.{domain}."),
             "TXT",
-            quote_txt(&format!("v=DMARC1; p=reject; adkim=s; aspf=s; rua=mailto:{postmaster}")),
+            quote_txt(&format!(
+                "v=DMARC1; p=reject; adkim=s; aspf=s; rua=mailto:{postmaster}"
+            )),
         ),
     ];
     for k in keys {
         rows.push((format!("{}.", k.name(domain)), "TXT", quote_txt(&k.txt())));
     }
     rows.extend([
-        (format!("autoconfig.{domain}."), "CNAME", format!("{hostname}.")),
-        (format!("_submissions._tcp.{domain}."), "SRV", format!("0 1 465 {hostname}.")),
-        (format!("_submission._tcp.{domain}."), "SRV", format!("0 1 587 {hostname}.")),
-        (format!("_imaps._tcp.{domain}."), "SRV", format!("0 1 993 {hostname}.")),
-        (format!("_imap._tcp.{domain}."), "SRV", format!("0 1 143 {hostname}.")),
+        (
+            format!("autoconfig.{domain}."),
+            "CNAME",
+            format!("{hostname}."),
+        ),
+        (
+            format!("_submissions._tcp.{domain}."),
+            "SRV",
+            format!("0 1 465 {hostname}."),
+        ),
+        (
+            format!("_submission._tcp.{domain}."),
+            "SRV",
+            format!("0 1 587 {hostname}."),
+        ),
+        (
+            format!("_imaps._tcp.{domain}."),
+            "SRV",
+            format!("0 1 993 {hostname}."),
+        ),
+        (
+            format!("_imap._tcp.{domain}."),
+            "SRV",
+            format!("0 1 143 {hostname}."),
+        ),
     ]);
     let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
     let mut out = format!("DNS records for {domain}:\n\n");

@@ -53,7 +53,8 @@ pub fn certificate_files(config: &Config) -> Result<(PathBuf, PathBuf), TlsError
 
 fn write_self_signed(cert: &Path, key: &Path, mut names: Vec<String>) -> Result<(), TlsError> {
     names.dedup();
-    let made = rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
+    let made =
+        rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
     let dir = cert.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|source| TlsError::Write {
         path: dir.to_owned(),
@@ -85,7 +86,11 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
 }
 
 /// A rustls server configuration from PEM files, with ALPN for `alpn` protocols.
-pub fn server_config(cert: &Path, key: &Path, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    alpn: &[&[u8]],
+) -> Result<Arc<ServerConfig>, TlsError> {
     let read_err = |path: &Path, e: &dyn std::fmt::Display| TlsError::Read {
         path: path.to_owned(),
         reason: e.to_string(),
@@ -95,13 +100,16 @@ pub fn server_config(cert: &Path, key: &Path, alpn: &[&[u8]]) -> Result<Arc<Serv
         .collect::<Result<_, _>>()
         .map_err(|e| read_err(cert, &e))?;
     if chain.is_empty() {
-        return Err(TlsError::NoCertificate { path: cert.to_owned() });
+        return Err(TlsError::NoCertificate {
+            path: cert.to_owned(),
+        });
     }
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| read_err(key, &e))?;
-    let mut config = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
+    let mut config =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }
@@ -123,9 +131,15 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
         std::fs::write(&cert, "junk").unwrap();
-        assert!(matches!(server_config(&cert, &key, &[]), Err(TlsError::NoCertificate { .. })));
+        assert!(matches!(
+            server_config(&cert, &key, &[]),
+            Err(TlsError::NoCertificate { .. })
+        ));
     }
 }

@@ -16,7 +16,9 @@ struct Run {
 
 impl Run {
     fn new(dir: &Path) -> Run {
-        Run { dir: dir.to_owned() }
+        Run {
+            dir: dir.to_owned(),
+        }
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
@@ -37,7 +39,12 @@ impl Run {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
         child.wait_with_output().unwrap()
     }
 
@@ -99,20 +106,35 @@ fn quickstart_then_users_and_keys() {
         "alice@example.com",
         "alice#",
     ] {
-        assert!(out.contains(want), "quickstart output lacks {want:?}:\n{out}");
+        assert!(
+            out.contains(want),
+            "quickstart output lacks {want:?}:\n{out}"
+        );
     }
     let key = tmp.path().join("data/master.key");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
-    assert!(r.fails(&["quickstart", "--domain", "example.com", "--admin", "bob"]).contains("exists already"));
+    assert!(
+        r.fails(&["quickstart", "--domain", "example.com", "--admin", "bob"])
+            .contains("exists already")
+    );
 
-    r.ok_stdin(&["user", "add", "bob", "--password-stdin"], "a long enough password\n");
+    r.ok_stdin(
+        &["user", "add", "bob", "--password-stdin"],
+        "a long enough password\n",
+    );
     assert!(r.fails(&["user", "add", "bob"]).contains("already exists"));
     assert!(r.fails(&["user", "add", "Bad Name"]).contains("user name"));
-    assert!(r.fails(&["user", "add", "carol", "--password-stdin"]).contains("at least 8"));
+    assert!(
+        r.fails(&["user", "add", "carol", "--password-stdin"])
+            .contains("at least 8")
+    );
     let listing = r.ok(&["user", "list"]);
     let alice = address_of(&listing, "alice");
     let parsed: Address = alice.parse().unwrap();
@@ -131,21 +153,54 @@ fn quickstart_then_users_and_keys() {
     assert_eq!(address_of(&r.ok(&["user", "list"]), "alice"), alice);
     assert_eq!(r.ok(&["user", "export-key", "alice"]), words);
     assert!(r.fails(&["user", "import-key", "bob"]).contains("mnemonic"));
-    assert!(r.fails(&["user", "export-key", "nobody"]).contains("not found"));
+    assert!(
+        r.fails(&["user", "export-key", "nobody"])
+            .contains("not found")
+    );
 
     // Contacts and pricing.
-    r.ok(&["contacts", "add", "alice", "Dave@Example.ORG", "--level", "acquaintance"]);
-    assert!(r.ok(&["contacts", "list", "alice"]).contains("acquaintance   dave@example.org"));
-    assert!(r.fails(&["contacts", "add", "alice", "not-an-address"]).contains("not an email"));
+    r.ok(&[
+        "contacts",
+        "add",
+        "alice",
+        "Dave@Example.ORG",
+        "--level",
+        "acquaintance",
+    ]);
+    assert!(
+        r.ok(&["contacts", "list", "alice"])
+            .contains("acquaintance   dave@example.org")
+    );
+    assert!(
+        r.fails(&["contacts", "add", "alice", "not-an-address"])
+            .contains("not an email")
+    );
     r.ok(&["contacts", "remove", "alice", "dave@example.org"]);
-    assert!(r.fails(&["contacts", "remove", "alice", "dave@example.org"]).contains("not found"));
-    r.ok(&["pricing", "set", "alice", "--stranger", "250", "--free-list-id", "news.example.org"]);
+    assert!(
+        r.fails(&["contacts", "remove", "alice", "dave@example.org"])
+            .contains("not found")
+    );
+    r.ok(&[
+        "pricing",
+        "set",
+        "alice",
+        "--stranger",
+        "250",
+        "--free-list-id",
+        "news.example.org",
+    ]);
     let shown = r.ok(&["pricing", "show", "alice"]);
     assert!(shown.contains("stranger           250  (user)"), "{shown}");
     assert!(shown.contains("news.example.org"), "{shown}");
-    assert!(r.fails(&["pricing", "set", "alice", "--surge-multiplier", "0"]).contains("at least 1"));
+    assert!(
+        r.fails(&["pricing", "set", "alice", "--surge-multiplier", "0"])
+            .contains("at least 1")
+    );
     r.ok(&["pricing", "set", "alice", "--defaults"]);
-    assert!(r.ok(&["pricing", "show", "alice"]).contains("stranger           100  (config)"));
+    assert!(
+        r.ok(&["pricing", "show", "alice"])
+            .contains("stranger           100  (config)")
+    );
 }
 
 #[test]
@@ -162,9 +217,16 @@ fn a_wrong_or_missing_master_key_changes_nothing() {
     std::fs::write(&key, format!("{}\n", "ab".repeat(32))).unwrap();
     for args in [&["user", "list"][..], &["user", "add", "eve"], &["serve"]] {
         let line = r.fails(args);
-        assert!(line.contains("master key does not open this database"), "{args:?}: {line}");
+        assert!(
+            line.contains("master key does not open this database"),
+            "{args:?}: {line}"
+        );
     }
-    assert_eq!(std::fs::read_to_string(&key).unwrap(), format!("{}\n", "ab".repeat(32)), "key file untouched");
+    assert_eq!(
+        std::fs::read_to_string(&key).unwrap(),
+        format!("{}\n", "ab".repeat(32)),
+        "key file untouched"
+    );
 
     // No key at all: an error, and no new key made on a database that had one.
     std::fs::remove_file(&key).unwrap();
@@ -192,7 +254,11 @@ fn a_wrong_or_missing_master_key_changes_nothing() {
     // The key may also come from the environment.
     std::fs::remove_file(&key).unwrap();
     let hex = String::from_utf8(good).unwrap();
-    let out = r.cmd(&["user", "list"]).env("LNMP_MASTER_KEY", hex.trim()).output().unwrap();
+    let out = r
+        .cmd(&["user", "list"])
+        .env("LNMP_MASTER_KEY", hex.trim())
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert_eq!(String::from_utf8(out.stdout).unwrap(), before);
 }
@@ -201,20 +267,42 @@ fn a_wrong_or_missing_master_key_changes_nothing() {
 fn config_errors_name_the_key() {
     let tmp = tempfile::tempdir().unwrap();
     let r = Run::new(tmp.path());
-    std::fs::write(tmp.path().join("bad.toml"), "[http]\nlisten = \"nowhere\"\n").unwrap();
+    std::fs::write(
+        tmp.path().join("bad.toml"),
+        "[http]\nlisten = \"nowhere\"\n",
+    )
+    .unwrap();
     let line = r.fails(&["--config", "bad.toml", "config", "check"]);
     assert!(line.contains("http.listen"), "{line}");
-    std::fs::write(tmp.path().join("typo.toml"), "[server]\ndomian = \"x.org\"\n").unwrap();
-    assert!(r.fails(&["--config", "typo.toml", "config", "check"]).contains("domian"));
-    assert!(r.fails(&["--config", "missing.toml", "config", "check"]).contains("missing.toml"));
-    let out = r.cmd(&["config", "check"]).env("LNMP__SERVER__DOMAIN", "Bad_Domain").output().unwrap();
+    std::fs::write(
+        tmp.path().join("typo.toml"),
+        "[server]\ndomian = \"x.org\"\n",
+    )
+    .unwrap();
+    assert!(
+        r.fails(&["--config", "typo.toml", "config", "check"])
+            .contains("domian")
+    );
+    assert!(
+        r.fails(&["--config", "missing.toml", "config", "check"])
+            .contains("missing.toml")
+    );
+    let out = r
+        .cmd(&["config", "check"])
+        .env("LNMP__SERVER__DOMAIN", "Bad_Domain")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.domain"));
     assert!(r.ok(&["config", "check"]).contains("lnmp.localhost"));
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[tokio::test]
@@ -222,7 +310,9 @@ async fn serve_answers_lookups_that_verify() {
     let tmp = tempfile::tempdir().unwrap();
     let r = Run::new(tmp.path());
     r.ok(&["user", "add", "alice"]);
-    let alice: Address = address_of(&r.ok(&["user", "list"]), "alice").parse().unwrap();
+    let alice: Address = address_of(&r.ok(&["user", "list"]), "alice")
+        .parse()
+        .unwrap();
     let port = free_port();
     let mut daemon = r
         .cmd(&["serve"])
@@ -263,15 +353,40 @@ async fn serve_answers_lookups_that_verify() {
     assert_eq!(doc.relays, ["wss://lnmp.localhost:7138"]);
     assert_eq!(doc.prices.stranger, 100);
 
-    let resp = client.get(format!("{base}/.well-known/lnmp.json?name=ALICE")).send().await.unwrap();
+    let resp = client
+        .get(format!("{base}/.well-known/lnmp.json?name=ALICE"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200, "names are case-insensitive");
-    for (q, status) in [("?name=nobody", 404), ("", 400), ("?name=a..b", 400), ("?name=%ff", 400)] {
-        let resp = client.get(format!("{base}/.well-known/lnmp.json{q}")).send().await.unwrap();
+    for (q, status) in [
+        ("?name=nobody", 404),
+        ("", 400),
+        ("?name=a..b", 400),
+        ("?name=%ff", 400),
+    ] {
+        let resp = client
+            .get(format!("{base}/.well-known/lnmp.json{q}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), status, "{q}");
         assert_eq!(resp.headers()["access-control-allow-origin"], "*");
     }
-    let metrics = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("lnmp_bridge_http_requests_total{route=\"/.well-known/lnmp.json\",status=\"404\"} 1"), "{metrics}");
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "lnmp_bridge_http_requests_total{route=\"/.well-known/lnmp.json\",status=\"404\"} 1"
+        ),
+        "{metrics}"
+    );
     assert!(metrics.contains("lnmp_bridge_users 1"), "{metrics}");
 
     // SIGTERM: a clean, prompt exit.
@@ -284,7 +399,10 @@ async fn serve_answers_lookups_that_verify() {
             if let Some(s) = daemon.try_wait().unwrap() {
                 break s;
             }
-            assert!(started.elapsed() < Duration::from_secs(15), "no exit after SIGTERM");
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "no exit after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         };
         assert!(status.success());

@@ -373,6 +373,10 @@ fn malformed_json_gets_a_typed_error() {
         v["relays"] = serde_json::json!(["http://x"])
     });
     set("priority", &|v| v["priority"] = "whenever".into());
+    set("null optional member", &|v| {
+        v["expiry"] = serde_json::Value::Null
+    });
+    set("null payment", &|v| v["payment"] = serde_json::Value::Null);
     for (name, v) in &cases {
         assert!(parse(v).is_err(), "{name} accepted");
     }

@@ -19,7 +19,9 @@ pub const ENV_VAR: &str = "LNMP_MASTER_KEY";
 
 #[derive(Debug, thiserror::Error)]
 pub enum MasterKeyError {
-    #[error("master key file {0} not found; it was made by `lnmp-bridge quickstart` (restore it from your backup, or set {ENV_VAR})")]
+    #[error(
+        "master key file {0} not found; it was made by `lnmp-bridge quickstart` (restore it from your backup, or set {ENV_VAR})"
+    )]
     Missing(PathBuf),
     #[error("cannot read master key file {path}: {source}")]
     Read {
@@ -31,11 +33,15 @@ pub enum MasterKeyError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("master key file {path} is readable by other users (mode {mode:o}); run: chmod 600 {path}")]
+    #[error(
+        "master key file {path} is readable by other users (mode {mode:o}); run: chmod 600 {path}"
+    )]
     Permissions { path: PathBuf, mode: u32 },
     #[error("{0} must hold exactly 64 hex digits")]
     Malformed(String),
-    #[error("the master key does not open this database: wrong key file or {ENV_VAR}? Nothing was changed.")]
+    #[error(
+        "the master key does not open this database: wrong key file or {ENV_VAR}? Nothing was changed."
+    )]
     Wrong,
     #[error("sealed data is damaged or belongs to another record")]
     Damaged,
@@ -77,7 +83,8 @@ impl MasterKey {
     pub fn from_hex(text: &str, origin: &str) -> Result<MasterKey, MasterKeyError> {
         let text = text.trim();
         let mut k = Zeroizing::new([0u8; 32]);
-        hex::decode_to_slice(text, k.as_mut()).map_err(|_| MasterKeyError::Malformed(origin.to_owned()))?;
+        hex::decode_to_slice(text, k.as_mut())
+            .map_err(|_| MasterKeyError::Malformed(origin.to_owned()))?;
         Ok(MasterKey(k))
     }
 
@@ -131,7 +138,9 @@ impl MasterKey {
         }
         let mut f = options.open(path).map_err(write_err)?;
         let text = Zeroizing::new(hex::encode(&self.0[..]) + "\n");
-        f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(write_err)
+        f.write_all(text.as_bytes())
+            .and_then(|_| f.sync_all())
+            .map_err(write_err)
     }
 
     fn subkey(&self, purpose: Purpose) -> Zeroizing<[u8; 32]> {
@@ -148,12 +157,24 @@ impl MasterKey {
         let mut nonce = [0u8; 12];
         OsRng.fill_bytes(&mut nonce);
         let mut out = nonce.to_vec();
-        out.extend(Algorithm::ChaCha20Poly1305.encrypt(&self.subkey(purpose), &nonce, aad, plaintext));
+        out.extend(Algorithm::ChaCha20Poly1305.encrypt(
+            &self.subkey(purpose),
+            &nonce,
+            aad,
+            plaintext,
+        ));
         out
     }
 
-    pub fn open(&self, purpose: Purpose, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, MasterKeyError> {
-        let (nonce, ct) = sealed.split_first_chunk::<12>().ok_or(MasterKeyError::Damaged)?;
+    pub fn open(
+        &self,
+        purpose: Purpose,
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, MasterKeyError> {
+        let (nonce, ct) = sealed
+            .split_first_chunk::<12>()
+            .ok_or(MasterKeyError::Damaged)?;
         Algorithm::ChaCha20Poly1305
             .decrypt("sealed record", &self.subkey(purpose), nonce, aad, ct)
             .map_err(|_| MasterKeyError::Damaged)
@@ -190,22 +211,46 @@ mod tests {
     fn seal_open_and_check() {
         let k = MasterKey::generate();
         let s = k.seal(Purpose::Seed, b"user:alice", b"secret");
-        assert_eq!(&k.open(Purpose::Seed, b"user:alice", &s).unwrap()[..], b"secret");
-        assert!(matches!(k.open(Purpose::Seed, b"user:bob", &s), Err(MasterKeyError::Damaged)));
-        assert!(matches!(k.open(Purpose::Check, b"user:alice", &s), Err(MasterKeyError::Damaged)));
+        assert_eq!(
+            &k.open(Purpose::Seed, b"user:alice", &s).unwrap()[..],
+            b"secret"
+        );
+        assert!(matches!(
+            k.open(Purpose::Seed, b"user:bob", &s),
+            Err(MasterKeyError::Damaged)
+        ));
+        assert!(matches!(
+            k.open(Purpose::Check, b"user:alice", &s),
+            Err(MasterKeyError::Damaged)
+        ));
         let other = MasterKey::generate();
-        assert!(matches!(other.open(Purpose::Seed, b"user:alice", &s), Err(MasterKeyError::Damaged)));
+        assert!(matches!(
+            other.open(Purpose::Seed, b"user:alice", &s),
+            Err(MasterKeyError::Damaged)
+        ));
         k.verify_check(&k.check_value()).unwrap();
-        assert!(matches!(other.verify_check(&k.check_value()), Err(MasterKeyError::Wrong)));
-        assert_eq!(*k.derive(Purpose::LegacySender, b"a@b.c"), *k.derive(Purpose::LegacySender, b"a@b.c"));
-        assert_ne!(*k.derive(Purpose::LegacySender, b"a@b.c"), *other.derive(Purpose::LegacySender, b"a@b.c"));
+        assert!(matches!(
+            other.verify_check(&k.check_value()),
+            Err(MasterKeyError::Wrong)
+        ));
+        assert_eq!(
+            *k.derive(Purpose::LegacySender, b"a@b.c"),
+            *k.derive(Purpose::LegacySender, b"a@b.c")
+        );
+        assert_ne!(
+            *k.derive(Purpose::LegacySender, b"a@b.c"),
+            *other.derive(Purpose::LegacySender, b"a@b.c")
+        );
     }
 
     #[test]
     fn files_are_private_and_never_overwritten() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/master.key");
-        assert!(matches!(MasterKey::load(&path), Err(MasterKeyError::Missing(_))));
+        assert!(matches!(
+            MasterKey::load(&path),
+            Err(MasterKeyError::Missing(_))
+        ));
         let k = MasterKey::generate();
         k.create_file(&path).unwrap();
         let loaded = MasterKey::load(&path).unwrap();
@@ -215,8 +260,14 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
-            assert!(matches!(MasterKey::load(&path), Err(MasterKeyError::Permissions { .. })));
+            assert!(matches!(
+                MasterKey::load(&path),
+                Err(MasterKeyError::Permissions { .. })
+            ));
         }
-        assert!(matches!(MasterKey::from_hex("abc", "x"), Err(MasterKeyError::Malformed(_))));
+        assert!(matches!(
+            MasterKey::from_hex("abc", "x"),
+            Err(MasterKeyError::Malformed(_))
+        ));
     }
 }

@@ -110,8 +110,12 @@ fn create_private_dir(dir: &std::path::Path) -> Result<()> {
         use std::os::unix::fs::DirBuilderExt;
         b.mode(0o700);
     }
-    b.create(dir)
-        .map_err(|e| CustodyError::Invalid(format!("cannot create the data folder {}: {e}", dir.display())))
+    b.create(dir).map_err(|e| {
+        CustodyError::Invalid(format!(
+            "cannot create the data folder {}: {e}",
+            dir.display()
+        ))
+    })
 }
 
 fn seed_aad(pubkey: &str) -> Vec<u8> {
@@ -138,7 +142,9 @@ pub fn normalize_contact(address: &str) -> Result<String> {
         {
             Ok(a.to_ascii_lowercase())
         }
-        _ => Err(CustodyError::Invalid(format!("{a:?} is not an email or LNMP address"))),
+        _ => Err(CustodyError::Invalid(format!(
+            "{a:?} is not an email or LNMP address"
+        ))),
     }
 }
 
@@ -172,7 +178,9 @@ impl Custody {
 
     fn seal_seed(&self, seed: &Seed) -> (String, Vec<u8>) {
         let pubkey = Identity::from_seed(seed).public_key().to_hex();
-        let sealed = self.master.seal(Purpose::Seed, &seed_aad(&pubkey), seed.as_bytes());
+        let sealed = self
+            .master
+            .seal(Purpose::Seed, &seed_aad(&pubkey), seed.as_bytes());
         (pubkey, sealed)
     }
 
@@ -201,7 +209,11 @@ impl Custody {
     }
 
     pub async fn list_users(&self) -> Result<Vec<UserInfo>> {
-        users::list(&self.store).await?.iter().map(|r| self.info(r)).collect()
+        users::list(&self.store)
+            .await?
+            .iter()
+            .map(|r| self.info(r))
+            .collect()
     }
 
     pub async fn remove_user(&self, username: &str) -> Result<()> {
@@ -217,9 +229,8 @@ impl Custody {
     pub async fn verify_password(&self, username: &str, password: &str) -> Result<bool> {
         // Unknown users are checked against a real hash too, so timing does not reveal
         // who exists.
-        static DUMMY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            password::hash(&password::generate()).unwrap_or_default()
-        });
+        static DUMMY: std::sync::LazyLock<String> =
+            std::sync::LazyLock::new(|| password::hash(&password::generate()).unwrap_or_default());
         let hash = users::get(&self.store, username)
             .await?
             .map(|r| r.password_hash);
@@ -260,7 +271,8 @@ impl Custody {
 
     /// Replaces the user's identity with the one in `mnemonic`.
     pub async fn import_key(&self, username: &str, mnemonic: &str) -> Result<UserInfo> {
-        let seed = Seed::from_mnemonic(mnemonic).map_err(|e| CustodyError::Invalid(e.to_string()))?;
+        let seed =
+            Seed::from_mnemonic(mnemonic).map_err(|e| CustodyError::Invalid(e.to_string()))?;
         let (pubkey, sealed) = self.seal_seed(&seed);
         users::set_identity(&self.store, username, pubkey, sealed).await?;
         self.user(username).await
@@ -276,7 +288,10 @@ impl Custody {
         Ok(Some(LookupDocument {
             v: crate::lnmp::VERSION,
             name: info.username,
-            pubkey: row.pubkey.parse().map_err(|_| CustodyError::KeyMismatch(row.username.clone()))?,
+            pubkey: row
+                .pubkey
+                .parse()
+                .map_err(|_| CustodyError::KeyMismatch(row.username.clone()))?,
             relays: vec![self.relay_url.clone()],
             prices: policy.prices(),
         }))
@@ -302,16 +317,26 @@ impl Custody {
             ("surge-threshold", o.surge_threshold),
         ] {
             if v.is_some_and(|v| v < 0) {
-                return Err(CustodyError::Invalid(format!("{name} must not be negative")));
+                return Err(CustodyError::Invalid(format!(
+                    "{name} must not be negative"
+                )));
             }
         }
         if o.surge_multiplier.is_some_and(|m| m < 1) {
-            return Err(CustodyError::Invalid("surge-multiplier must be at least 1".into()));
+            return Err(CustodyError::Invalid(
+                "surge-multiplier must be at least 1".into(),
+            ));
         }
         Ok(store_pricing::set(&self.store, user.id, o).await?)
     }
 
-    pub async fn set_free_pass(&self, user: &UserInfo, kind: PassKind, value: &str, present: bool) -> Result<()> {
+    pub async fn set_free_pass(
+        &self,
+        user: &UserInfo,
+        kind: PassKind,
+        value: &str,
+        present: bool,
+    ) -> Result<()> {
         let value = value.trim().to_ascii_lowercase();
         if value.is_empty() {
             return Err(CustodyError::Invalid("a free pass needs a value".into()));
@@ -319,7 +344,12 @@ impl Custody {
         Ok(store_pricing::set_free_pass(&self.store, user.id, kind, &value, present).await?)
     }
 
-    pub async fn add_contact(&self, user: &UserInfo, address: &str, level: Level) -> Result<String> {
+    pub async fn add_contact(
+        &self,
+        user: &UserInfo,
+        address: &str,
+        level: Level,
+    ) -> Result<String> {
         let a = normalize_contact(address)?;
         contacts::upsert(&self.store, user.id, &a, level).await?;
         Ok(a)
@@ -348,7 +378,10 @@ mod tests {
 
     #[test]
     fn contacts_normalize() {
-        assert_eq!(normalize_contact(" Bob@Example.ORG ").unwrap(), "bob@example.org");
+        assert_eq!(
+            normalize_contact(" Bob@Example.ORG ").unwrap(),
+            "bob@example.org"
+        );
         assert!(normalize_contact("bob").is_err());
         assert!(normalize_contact("bob@localhost").is_err());
         assert!(normalize_contact("b ob@x.org").is_err());

@@ -1,8 +1,8 @@
 //! Passwords: Argon2id hashes (the argon2 crate's defaults, OWASP's minimum) and the
 //! random passwords the CLI hands out.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use rand_core::{OsRng, RngCore};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +40,11 @@ pub fn verify(phc: &str, password: &str) -> bool {
         return false;
     }
     PasswordHash::new(phc)
-        .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 

@@ -64,7 +64,8 @@ impl PricingPolicy {
         self.priority = pick(o.priority, self.priority);
         if o.surge_multiplier.is_some() || o.surge_threshold.is_some() {
             self.surge = surge(
-                o.surge_multiplier.map_or(config.surge_multiplier, clamp_u32),
+                o.surge_multiplier
+                    .map_or(config.surge_multiplier, clamp_u32),
                 o.surge_threshold.map_or(config.surge_threshold, clamp_u32),
             );
         }
@@ -89,7 +90,9 @@ impl PricingPolicy {
             Standing::Friend => self.friend,
         };
         match self.surge {
-            Some(s) if unread > u64::from(s.threshold) => base.saturating_mul(u64::from(s.multiplier)),
+            Some(s) if unread > u64::from(s.threshold) => {
+                base.saturating_mul(u64::from(s.multiplier))
+            }
             _ => base,
         }
     }
@@ -97,10 +100,11 @@ impl PricingPolicy {
     /// Whether mail authenticated by DKIM as one of `dkim_domains`, or carrying
     /// `list_id`, passes for free.
     pub fn is_free(&self, dkim_domains: &[&str], list_id: Option<&str>) -> bool {
-        dkim_domains
-            .iter()
-            .any(|d| self.free_dkim_domains.iter().any(|f| f.eq_ignore_ascii_case(d)))
-            || list_id.is_some_and(|l| self.free_list_ids.iter().any(|f| f.eq_ignore_ascii_case(l)))
+        dkim_domains.iter().any(|d| {
+            self.free_dkim_domains
+                .iter()
+                .any(|f| f.eq_ignore_ascii_case(d))
+        }) || list_id.is_some_and(|l| self.free_list_ids.iter().any(|f| f.eq_ignore_ascii_case(l)))
     }
 
     /// The prices published in the address lookup.
@@ -132,7 +136,11 @@ mod tests {
             ..Overrides::default()
         };
         let p = base.with_user(&o, vec!["bank.example".into()], vec![], &c);
-        assert_eq!(p.price(Standing::Stranger, 10_000), 500, "surge off for this user");
+        assert_eq!(
+            p.price(Standing::Stranger, 10_000),
+            500,
+            "surge off for this user"
+        );
         assert_eq!(p.price(Standing::Acquaintance, 0), 10);
         assert!(p.is_free(&["BANK.example"], None));
         assert!(!p.is_free(&["other.example"], Some("x")));

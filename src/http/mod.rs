@@ -43,13 +43,18 @@ pub fn router(state: HttpState, limits: &HttpLimits) -> Router {
         .route("/.well-known/lnmp.json", get(lookup::lookup))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
-        .layer(middleware::from_fn(move |req: Request, next: Next| async move {
-            match tokio::time::timeout(timeout, next.run(req)).await {
-                Ok(r) => r,
-                Err(_) => (StatusCode::REQUEST_TIMEOUT, "request timed out\n").into_response(),
-            }
-        }))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .layer(middleware::from_fn(
+            move |req: Request, next: Next| async move {
+                match tokio::time::timeout(timeout, next.run(req)).await {
+                    Ok(r) => r,
+                    Err(_) => (StatusCode::REQUEST_TIMEOUT, "request timed out\n").into_response(),
+                }
+            },
+        ))
         .with_state(state)
 }
 
@@ -72,7 +77,10 @@ async fn count_requests(State(state): State<HttpState>, req: Request, next: Next
 }
 
 async fn healthz(State(state): State<HttpState>) -> Response {
-    match sqlx::query("SELECT 1").execute(state.custody.store().pool()).await {
+    match sqlx::query("SELECT 1")
+        .execute(state.custody.store().pool())
+        .await
+    {
         Ok(_) => (StatusCode::OK, "ok\n").into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "health check: database unavailable");
@@ -86,7 +94,10 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         state.metrics.users.set(n);
     }
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.render(),
     )
         .into_response()
@@ -130,7 +141,9 @@ pub async fn serve(
                 let _permit = permit;
                 match tls {
                     Some(acceptor) => {
-                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                            .await
+                        {
                             Ok(Ok(stream)) => serve_connection(stream, app, watcher).await,
                             Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                             Err(_) => tracing::debug!("TLS handshake timed out"),
@@ -143,7 +156,10 @@ pub async fn serve(
         );
     }
     drop(listener);
-    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("HTTP connections still open after the grace period; closing them");
     }
 }
@@ -159,7 +175,9 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(20));
     let service = TowerToHyperService::new(app);
-    let conn = builder.serve_connection(TokioIo::new(io), service).into_owned();
+    let conn = builder
+        .serve_connection(TokioIo::new(io), service)
+        .into_owned();
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(error = %e, "HTTP connection ended with an error");
     }

@@ -97,7 +97,11 @@ pub struct FileAttachment {
     pub key: [u8; 32],
     pub algorithm: Algorithm,
     /// Satoshis asked to fetch the blob, if the holder charges for it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::encoding::present"
+    )]
     pub price: Option<u64>,
     /// SHA-256 of the plaintext file.
     #[serde(with = "hex_bytes")]

@@ -36,7 +36,11 @@ pub struct Reaction {
 pub struct Edit {
     /// When this version was written (unix seconds).
     pub timestamp: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::encoding::present"
+    )]
     pub subject: Option<String>,
     pub body: String,
 }
@@ -58,10 +62,18 @@ pub enum RawEmail {
 pub struct BridgedEmail {
     pub raw: RawEmail,
     /// The receiving bridge's Authentication-Results (RFC 8601) for the mail.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::encoding::present"
+    )]
     pub authentication_results: Option<String>,
     /// The SMTP envelope sender (MAIL FROM), empty for the null sender.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::encoding::present"
+    )]
     pub mail_from: Option<String>,
 }
 
@@ -69,20 +81,36 @@ pub struct BridgedEmail {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MessageContent {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::encoding::present"
+    )]
     pub subject: Option<String>,
     #[serde(default)]
     pub body: String,
     /// An HTML rendition of the same text, for mail that came with both.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::encoding::present"
+    )]
     pub body_html: Option<String>,
     #[serde(default, skip_serializing_if = "is_default")]
     pub formatting: Formatting,
     /// Groups a conversation: the id (or RFC 5322 Message-ID) of its first message.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::encoding::present"
+    )]
     pub thread_id: Option<String>,
     /// The id (or RFC 5322 Message-ID) of the message this answers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::encoding::present"
+    )]
     pub reply_to: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mentions: Vec<PublicKey>,
@@ -91,14 +119,22 @@ pub struct MessageContent {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub edit_history: Vec<Edit>,
     /// Unix time at which the recipient's client should delete the message.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::encoding::present"
+    )]
     pub delete_after: Option<u64>,
     /// Whether the sender asks for a read receipt.
     #[serde(default, skip_serializing_if = "is_false")]
     pub read_receipts: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<FileAttachment>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::encoding::present"
+    )]
     pub email: Option<BridgedEmail>,
 }
 

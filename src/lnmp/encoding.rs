@@ -117,6 +117,32 @@ pub(crate) fn from_json<T: DeserializeOwned>(what: &'static str, input: &[u8]) -
     Ok(value)
 }
 
+/// Like [`from_json`], but when parsing fails and the document's `v` is not the version
+/// this implementation speaks, says so instead: a newer document is not a broken one.
+pub(crate) fn from_json_versioned<T: DeserializeOwned>(
+    what: &'static str,
+    input: &[u8],
+) -> Result<T> {
+    #[derive(serde::Deserialize)]
+    struct VersionProbe {
+        v: Option<u64>,
+    }
+    from_json(what, input).map_err(|e| match serde_json::from_slice(input) {
+        Ok(VersionProbe { v: Some(v) }) if v != u64::from(super::VERSION) => {
+            Error::UnsupportedVersion(v)
+        }
+        _ => e,
+    })
+}
+
+/// serde adapter for optional members: absent is `None`, but `null` is an error, since
+/// docs/PROTOCOL.md gives no member a null value. Use with `#[serde(default)]`.
+pub(crate) fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> std::result::Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
 /// serde adapter: a fixed-size byte array as lowercase hex.
 pub(crate) mod hex_bytes {
     use super::*;

@@ -78,22 +78,50 @@ impl AuthProof {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Filter {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::encoding::present"
+    )]
     pub ids: Option<Vec<MessageId>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::encoding::present"
+    )]
     pub from: Option<Vec<PublicKey>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::encoding::present"
+    )]
     pub to: Option<Vec<PublicKey>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::encoding::present"
+    )]
     pub kinds: Option<Vec<Kind>>,
     /// Oldest timestamp wanted, inclusive.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::encoding::present"
+    )]
     pub since: Option<u64>,
     /// Newest timestamp wanted, inclusive.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::encoding::present"
+    )]
     pub until: Option<u64>,
     /// At most this many stored messages: the newest ones, sent oldest first.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::encoding::present"
+    )]
     pub limit: Option<u32>,
 }
 
@@ -273,7 +301,11 @@ pub enum RelayFrame {
     Ok {
         id: String,
         accepted: bool,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "super::encoding::present"
+        )]
         reason: Option<Reason>,
     },
     /// Something for the operator's or user's eyes; no reply expected.
@@ -284,7 +316,11 @@ pub enum RelayFrame {
     Error {
         code: ErrorCode,
         message: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "super::encoding::present"
+        )]
         sub: Option<String>,
     },
     /// The recipient charges for this message: pay, then PUBLISH again with the proof.
@@ -296,7 +332,11 @@ pub enum RelayFrame {
         amount: u64,
         description: String,
         bolt11: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "super::encoding::present"
+        )]
         expires_at: Option<u64>,
     },
 }

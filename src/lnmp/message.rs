@@ -6,7 +6,7 @@
 //! attached after signing (the sender learns the preimage only by paying), so it is
 //! checked against the invoice it pays, not against the signature.
 
-use super::encoding::{Canonical, from_json, hex_bytes};
+use super::encoding::{Canonical, from_json_versioned, hex_bytes};
 use super::error::{Error, Result};
 use super::identity::{Identity, PublicKey};
 use super::limits::{Limits, within};
@@ -167,7 +167,11 @@ pub struct PaymentProof {
     /// Satoshis paid.
     pub amount: u64,
     /// Optional routing hints from the payer; informative only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::encoding::present"
+    )]
     pub route: Option<String>,
 }
 
@@ -208,21 +212,22 @@ pub struct Message {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub relays: Vec<String>,
     /// Unix time after which relays drop the message.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::encoding::present"
+    )]
     pub expiry: Option<u64>,
     #[serde(default)]
     pub priority: Priority,
     #[serde(with = "hex_bytes")]
     pub signature: [u8; 64],
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::encoding::present"
+    )]
     pub payment: Option<PaymentProof>,
-}
-
-/// Just the version, read when a strict parse fails, to tell "newer protocol" from
-/// "broken input".
-#[derive(Deserialize)]
-struct VersionProbe {
-    v: Option<u64>,
 }
 
 impl Message {
@@ -230,17 +235,7 @@ impl Message {
     /// [`Message::verify`]'s.
     pub fn from_json(input: &[u8], limits: &Limits) -> Result<Message> {
         within("message", input.len(), limits.max_message_bytes)?;
-        let message: Message = match from_json("message", input) {
-            Ok(m) => m,
-            Err(e) => {
-                if let Ok(VersionProbe { v: Some(v) }) = serde_json::from_slice(input)
-                    && v != u64::from(super::VERSION)
-                {
-                    return Err(Error::UnsupportedVersion(v));
-                }
-                return Err(e);
-            }
-        };
+        let message: Message = from_json_versioned("message", input)?;
         message.validate(limits)?;
         Ok(message)
     }

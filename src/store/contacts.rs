@@ -26,7 +26,9 @@ impl FromStr for Level {
         match s {
             "friend" => Ok(Level::Friend),
             "acquaintance" => Ok(Level::Acquaintance),
-            other => Err(format!("unknown contact level {other:?} (friend or acquaintance)")),
+            other => Err(format!(
+                "unknown contact level {other:?} (friend or acquaintance)"
+            )),
         }
     }
 }
@@ -78,21 +80,23 @@ fn to_contact((address, level, created_at): (String, String, i64)) -> Result<Con
 }
 
 pub async fn list(store: &Store, user_id: i64) -> Result<Vec<Contact>> {
-    let rows: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT address, level, created_at FROM contacts WHERE user_id = $1 ORDER BY address")
-            .bind(user_id)
-            .fetch_all(store.pool())
-            .await?;
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT address, level, created_at FROM contacts WHERE user_id = $1 ORDER BY address",
+    )
+    .bind(user_id)
+    .fetch_all(store.pool())
+    .await?;
     rows.into_iter().map(to_contact).collect()
 }
 
 pub async fn get(store: &Store, user_id: i64, address: &str) -> Result<Option<Contact>> {
-    let row: Option<(String, String, i64)> =
-        sqlx::query_as("SELECT address, level, created_at FROM contacts WHERE user_id = $1 AND address = $2")
-            .bind(user_id)
-            .bind(address)
-            .fetch_optional(store.pool())
-            .await?;
+    let row: Option<(String, String, i64)> = sqlx::query_as(
+        "SELECT address, level, created_at FROM contacts WHERE user_id = $1 AND address = $2",
+    )
+    .bind(user_id)
+    .bind(address)
+    .fetch_optional(store.pool())
+    .await?;
     row.map(to_contact).transpose()
 }
 
@@ -101,12 +105,14 @@ pub async fn remove(store: &Store, user_id: i64, address: &str) -> Result<()> {
     let n = store
         .write(Box::new(move |c| {
             Box::pin(async move {
-                Ok(sqlx::query("DELETE FROM contacts WHERE user_id = $1 AND address = $2")
-                    .bind(user_id)
-                    .bind(a)
-                    .execute(&mut *c)
-                    .await?
-                    .rows_affected())
+                Ok(
+                    sqlx::query("DELETE FROM contacts WHERE user_id = $1 AND address = $2")
+                        .bind(user_id)
+                        .bind(a)
+                        .execute(&mut *c)
+                        .await?
+                        .rows_affected(),
+                )
             })
         }))
         .await?;
@@ -136,14 +142,30 @@ mod tests {
             )
             .await
             .unwrap();
-            upsert(&store, u.id, "bob@example.org", Level::Acquaintance).await.unwrap();
-            upsert(&store, u.id, "bob@example.org", Level::Friend).await.unwrap();
-            upsert(&store, u.id, "carol#abcdef@example.com", Level::Friend).await.unwrap();
+            upsert(&store, u.id, "bob@example.org", Level::Acquaintance)
+                .await
+                .unwrap();
+            upsert(&store, u.id, "bob@example.org", Level::Friend)
+                .await
+                .unwrap();
+            upsert(&store, u.id, "carol#abcdef@example.com", Level::Friend)
+                .await
+                .unwrap();
             let all = list(&store, u.id).await.unwrap();
             assert_eq!(all.len(), 2);
-            assert_eq!(get(&store, u.id, "bob@example.org").await.unwrap().unwrap().level, Level::Friend);
+            assert_eq!(
+                get(&store, u.id, "bob@example.org")
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .level,
+                Level::Friend
+            );
             remove(&store, u.id, "bob@example.org").await.unwrap();
-            assert!(matches!(remove(&store, u.id, "bob@example.org").await, Err(StoreError::NotFound(_))));
+            assert!(matches!(
+                remove(&store, u.id, "bob@example.org").await,
+                Err(StoreError::NotFound(_))
+            ));
             assert_eq!(list(&store, u.id).await.unwrap().len(), 1);
         })
         .await;

@@ -96,7 +96,8 @@ struct Inner {
     writer: Option<writer::Writer>,
 }
 
-const SQLITE_PRAGMAS: &str = "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA synchronous = FULL;";
+const SQLITE_PRAGMAS: &str =
+    "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA synchronous = FULL;";
 
 impl Store {
     /// Connects to `url` (`sqlite:` or `postgres://`). Creates a SQLite file and its
@@ -154,7 +155,9 @@ impl Store {
                 sqlx::migrate!("migrations/sqlite").run(&mut *conn).await?;
             }
             Backend::Postgres => {
-                sqlx::migrate!("migrations/postgres").run(&self.inner.pool).await?;
+                sqlx::migrate!("migrations/postgres")
+                    .run(&self.inner.pool)
+                    .await?;
             }
         }
         Ok(())
@@ -163,8 +166,12 @@ impl Store {
     /// Whether the schema exists yet (false on a database never migrated).
     pub async fn has_schema(&self) -> Result<bool> {
         let sql = match self.inner.backend {
-            Backend::Sqlite => "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'settings'",
-            Backend::Postgres => "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'settings'",
+            Backend::Sqlite => {
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'settings'"
+            }
+            Backend::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'settings'"
+            }
         };
         let n: i64 = sqlx::query_scalar(sql).fetch_one(&self.inner.pool).await?;
         Ok(n > 0)

@@ -66,16 +66,24 @@ pub async fn set(store: &Store, user_id: i64, o: Overrides) -> Result<()> {
 }
 
 pub async fn free_passes(store: &Store, user_id: i64, kind: PassKind) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar("SELECT value FROM free_passes WHERE user_id = $1 AND kind = $2 ORDER BY value")
-        .bind(user_id)
-        .bind(kind.as_str())
-        .fetch_all(store.pool())
-        .await?)
+    Ok(sqlx::query_scalar(
+        "SELECT value FROM free_passes WHERE user_id = $1 AND kind = $2 ORDER BY value",
+    )
+    .bind(user_id)
+    .bind(kind.as_str())
+    .fetch_all(store.pool())
+    .await?)
 }
 
 /// Adds or removes a free pass; adding one that exists and removing one that does not
 /// are no-ops.
-pub async fn set_free_pass(store: &Store, user_id: i64, kind: PassKind, value: &str, present: bool) -> Result<()> {
+pub async fn set_free_pass(
+    store: &Store,
+    user_id: i64,
+    kind: PassKind,
+    value: &str,
+    present: bool,
+) -> Result<()> {
     let value = value.to_owned();
     store
         .write(Box::new(move |c| {
@@ -125,13 +133,37 @@ mod tests {
             };
             set(&store, u.id, o.clone()).await.unwrap();
             assert_eq!(get(&store, u.id).await.unwrap(), o);
-            set_free_pass(&store, u.id, PassKind::DkimDomain, "bank.example", true).await.unwrap();
-            set_free_pass(&store, u.id, PassKind::DkimDomain, "bank.example", true).await.unwrap();
-            set_free_pass(&store, u.id, PassKind::ListId, "news.example.org", true).await.unwrap();
-            assert_eq!(free_passes(&store, u.id, PassKind::DkimDomain).await.unwrap(), ["bank.example"]);
-            set_free_pass(&store, u.id, PassKind::DkimDomain, "bank.example", false).await.unwrap();
-            assert!(free_passes(&store, u.id, PassKind::DkimDomain).await.unwrap().is_empty());
-            assert_eq!(free_passes(&store, u.id, PassKind::ListId).await.unwrap().len(), 1);
+            set_free_pass(&store, u.id, PassKind::DkimDomain, "bank.example", true)
+                .await
+                .unwrap();
+            set_free_pass(&store, u.id, PassKind::DkimDomain, "bank.example", true)
+                .await
+                .unwrap();
+            set_free_pass(&store, u.id, PassKind::ListId, "news.example.org", true)
+                .await
+                .unwrap();
+            assert_eq!(
+                free_passes(&store, u.id, PassKind::DkimDomain)
+                    .await
+                    .unwrap(),
+                ["bank.example"]
+            );
+            set_free_pass(&store, u.id, PassKind::DkimDomain, "bank.example", false)
+                .await
+                .unwrap();
+            assert!(
+                free_passes(&store, u.id, PassKind::DkimDomain)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            assert_eq!(
+                free_passes(&store, u.id, PassKind::ListId)
+                    .await
+                    .unwrap()
+                    .len(),
+                1
+            );
         })
         .await;
     }

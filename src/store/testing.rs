@@ -16,7 +16,9 @@ where
 {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-    let store = Store::open(&url, &StoreOptions::default()).await.expect("open sqlite");
+    let store = Store::open(&url, &StoreOptions::default())
+        .await
+        .expect("open sqlite");
     store.migrate().await.expect("migrate sqlite");
     test(store.clone()).await;
     store.close().await;
@@ -31,19 +33,31 @@ where
 
 /// A migrated store in a new PostgreSQL schema of the database at `base`.
 pub async fn postgres_store(base: &str) -> (Store, String) {
-    let schema = format!("t_{}", hex::encode(rand_core::RngCore::next_u64(&mut rand_core::OsRng).to_be_bytes()));
-    let mut conn = sqlx::PgConnection::connect(base).await.expect("connect to LNMP_TEST_DATABASE_URL");
-    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut conn).await.expect("create schema");
+    let schema = format!(
+        "t_{}",
+        hex::encode(rand_core::RngCore::next_u64(&mut rand_core::OsRng).to_be_bytes())
+    );
+    let mut conn = sqlx::PgConnection::connect(base)
+        .await
+        .expect("connect to LNMP_TEST_DATABASE_URL");
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut conn)
+        .await
+        .expect("create schema");
     conn.close().await.ok();
     let sep = if base.contains('?') { '&' } else { '?' };
     let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-    let store = Store::open(&url, &StoreOptions::default()).await.expect("open postgres");
+    let store = Store::open(&url, &StoreOptions::default())
+        .await
+        .expect("open postgres");
     store.migrate().await.expect("migrate postgres");
     (store, schema)
 }
 
 pub async fn drop_schema(base: &str, schema: &str) {
     if let Ok(mut conn) = sqlx::PgConnection::connect(base).await {
-        let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&mut conn).await;
+        let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+            .execute(&mut conn)
+            .await;
     }
 }

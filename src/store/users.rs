@@ -50,10 +50,12 @@ pub async fn insert(store: &Store, user: NewUser) -> Result<UserRow> {
 }
 
 pub async fn get(store: &Store, username: &str) -> Result<Option<UserRow>> {
-    Ok(sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE username = $1"))
-        .bind(username)
-        .fetch_optional(store.pool())
-        .await?)
+    Ok(
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE username = $1"))
+            .bind(username)
+            .fetch_optional(store.pool())
+            .await?,
+    )
 }
 
 /// The user, or `NotFound` naming them.
@@ -64,16 +66,20 @@ pub async fn require(store: &Store, username: &str) -> Result<UserRow> {
 }
 
 pub async fn get_by_pubkey(store: &Store, pubkey: &str) -> Result<Option<UserRow>> {
-    Ok(sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE pubkey = $1"))
-        .bind(pubkey)
-        .fetch_optional(store.pool())
-        .await?)
+    Ok(
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE pubkey = $1"))
+            .bind(pubkey)
+            .fetch_optional(store.pool())
+            .await?,
+    )
 }
 
 pub async fn list(store: &Store) -> Result<Vec<UserRow>> {
-    Ok(sqlx::query_as(&format!("SELECT {COLUMNS} FROM users ORDER BY username"))
-        .fetch_all(store.pool())
-        .await?)
+    Ok(
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM users ORDER BY username"))
+            .fetch_all(store.pool())
+            .await?,
+    )
 }
 
 pub async fn count(store: &Store) -> Result<i64> {
@@ -111,11 +117,22 @@ enum Bind {
 }
 
 pub async fn set_password_hash(store: &Store, username: &str, hash: String) -> Result<()> {
-    change(store, username, "UPDATE users SET password_hash = $1 WHERE username = $2", vec![Bind::Text(hash)]).await
+    change(
+        store,
+        username,
+        "UPDATE users SET password_hash = $1 WHERE username = $2",
+        vec![Bind::Text(hash)],
+    )
+    .await
 }
 
 /// Replaces the user's identity (key import).
-pub async fn set_identity(store: &Store, username: &str, pubkey: String, sealed_seed: Vec<u8>) -> Result<()> {
+pub async fn set_identity(
+    store: &Store,
+    username: &str,
+    pubkey: String,
+    sealed_seed: Vec<u8>,
+) -> Result<()> {
     change(
         store,
         username,
@@ -128,7 +145,13 @@ pub async fn set_identity(store: &Store, username: &str, pubkey: String, sealed_
 
 /// Deletes the user and, by cascade, everything that is theirs.
 pub async fn remove(store: &Store, username: &str) -> Result<()> {
-    change(store, username, "DELETE FROM users WHERE username = $1", vec![]).await
+    change(
+        store,
+        username,
+        "DELETE FROM users WHERE username = $1",
+        vec![],
+    )
+    .await
 }
 
 #[cfg(test)]
@@ -152,25 +175,57 @@ mod tests {
             assert_eq!(a.username, "alice");
             assert_eq!(get(&store, "alice").await.unwrap(), Some(a.clone()));
             assert_eq!(get_by_pubkey(&store, "k1").await.unwrap(), Some(a.clone()));
-            assert!(matches!(insert(&store, new("alice", "k2")).await, Err(StoreError::Conflict(_))));
-            assert!(matches!(insert(&store, new("bob", "k1")).await, Err(StoreError::Conflict(_))));
+            assert!(matches!(
+                insert(&store, new("alice", "k2")).await,
+                Err(StoreError::Conflict(_))
+            ));
+            assert!(matches!(
+                insert(&store, new("bob", "k1")).await,
+                Err(StoreError::Conflict(_))
+            ));
             insert(&store, new("bob", "k2")).await.unwrap();
             assert_eq!(count(&store).await.unwrap(), 2);
             assert_eq!(list(&store).await.unwrap().len(), 2);
 
-            set_password_hash(&store, "alice", "h2".into()).await.unwrap();
-            set_identity(&store, "alice", "k3".into(), vec![9]).await.unwrap();
+            set_password_hash(&store, "alice", "h2".into())
+                .await
+                .unwrap();
+            set_identity(&store, "alice", "k3".into(), vec![9])
+                .await
+                .unwrap();
             let a2 = require(&store, "alice").await.unwrap();
-            assert_eq!((a2.password_hash.as_str(), a2.pubkey.as_str(), a2.sealed_seed.as_slice()), ("h2", "k3", &[9u8][..]));
-            assert!(matches!(set_identity(&store, "alice", "k2".into(), vec![]).await, Err(StoreError::Conflict(_))));
-            assert!(matches!(set_password_hash(&store, "nobody", "x".into()).await, Err(StoreError::NotFound(_))));
+            assert_eq!(
+                (
+                    a2.password_hash.as_str(),
+                    a2.pubkey.as_str(),
+                    a2.sealed_seed.as_slice()
+                ),
+                ("h2", "k3", &[9u8][..])
+            );
+            assert!(matches!(
+                set_identity(&store, "alice", "k2".into(), vec![]).await,
+                Err(StoreError::Conflict(_))
+            ));
+            assert!(matches!(
+                set_password_hash(&store, "nobody", "x".into()).await,
+                Err(StoreError::NotFound(_))
+            ));
 
             let boxes = crate::store::mailboxes::list(&store, a.id).await.unwrap();
             assert!(boxes.iter().any(|m| m.name == "INBOX"));
             remove(&store, "alice").await.unwrap();
             assert_eq!(get(&store, "alice").await.unwrap(), None);
-            assert!(crate::store::mailboxes::list(&store, a.id).await.unwrap().is_empty(), "mailboxes go with the user");
-            assert!(matches!(remove(&store, "alice").await, Err(StoreError::NotFound(_))));
+            assert!(
+                crate::store::mailboxes::list(&store, a.id)
+                    .await
+                    .unwrap()
+                    .is_empty(),
+                "mailboxes go with the user"
+            );
+            assert!(matches!(
+                remove(&store, "alice").await,
+                Err(StoreError::NotFound(_))
+            ));
         })
         .await;
     }
@@ -181,7 +236,9 @@ mod tests {
             let mut tasks = Vec::new();
             for i in 0..200 {
                 let s = store.clone();
-                tasks.push(tokio::spawn(async move { insert(&s, new(&format!("u{i}"), &format!("k{i}"))).await }));
+                tasks.push(tokio::spawn(async move {
+                    insert(&s, new(&format!("u{i}"), &format!("k{i}"))).await
+                }));
             }
             // One failing write in the middle of a group must not take the others down.
             let dup = insert(&store, new("u0", "other")).await;

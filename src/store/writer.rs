@@ -153,7 +153,11 @@ async fn commit_group(conn: &mut AnyConnection, group: Vec<Box<dyn Pending>>) {
     }
     let commit = match failure {
         Some(reason) => Err(reason),
-        None => conn.execute("COMMIT").await.map(|_| ()).map_err(|e| e.to_string()),
+        None => conn
+            .execute("COMMIT")
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
     };
     if commit.is_err() {
         let _ = conn.execute("ROLLBACK").await;
