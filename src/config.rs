@@ -41,6 +41,7 @@ pub struct Config {
     pub tls: Tls,
     pub http: Http,
     pub relay: Relay,
+    pub relay_client: RelayClient,
     pub pricing: Pricing,
     pub log: Log,
     pub limits: Limits,
@@ -121,11 +122,105 @@ impl Default for Http {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+/// Which messages the relay stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayAccept {
+    /// Only messages from or to the domain's users: the domain's own relay.
+    #[default]
+    Local,
+    /// Any valid message: a public relay.
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Relay {
-    /// The relay URL the address lookup advertises; empty means wss://<hostname>:7138.
+    /// Run the embedded relay.
+    pub enabled: bool,
+    pub listen: String,
+    /// wss:// with the daemon's certificate; false for ws:// behind a TLS-terminating proxy.
+    pub tls: bool,
+    /// The relay URL the address lookup advertises and AUTH answers must name; empty
+    /// means wss://<hostname>:<listen port> (ws:// when tls is false).
     pub public_url: String,
+    pub accept: RelayAccept,
+    /// Days a message is kept when it does not expire sooner.
+    pub retention_days: u32,
+    /// Largest frame accepted, in bytes (the protocol's ceiling is 16 MiB).
+    pub max_message_bytes: usize,
+    pub max_subscriptions: usize,
+    pub max_connections: usize,
+    /// Stored messages sent for one filter at most, whatever its limit.
+    pub max_stored_per_query: u32,
+    /// Publishes per second per connection, after a burst of `publish_burst`.
+    pub publish_rate: u32,
+    pub publish_burst: u32,
+    /// Frames of any kind per second per connection, after a burst of `frame_burst`.
+    pub frame_rate: u32,
+    pub frame_burst: u32,
+    /// How far an AUTH answer's time may be from the relay's clock.
+    pub auth_skew_seconds: u64,
+    /// How far in the future a message's timestamp may be.
+    pub future_skew_seconds: u64,
+    /// Seconds between pings; a client silent for three intervals is dropped.
+    pub ping_interval_seconds: u64,
+    /// Other relays where the domain's users also receive mail; the daemon subscribes
+    /// there for each user and keeps what arrives.
+    pub read_relays: Vec<String>,
+}
+
+impl Default for Relay {
+    fn default() -> Self {
+        Relay {
+            enabled: true,
+            listen: "127.0.0.1:7138".into(),
+            tls: true,
+            public_url: String::new(),
+            accept: RelayAccept::Local,
+            retention_days: 30,
+            max_message_bytes: 4 * 1024 * 1024,
+            max_subscriptions: 32,
+            max_connections: 10_000,
+            max_stored_per_query: 5000,
+            publish_rate: 20,
+            publish_burst: 100,
+            frame_rate: 100,
+            frame_burst: 400,
+            auth_skew_seconds: 600,
+            future_skew_seconds: 600,
+            ping_interval_seconds: 30,
+            read_relays: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayClient {
+    /// How long a PUBLISH waits for the relay's OK.
+    pub publish_timeout_seconds: u64,
+    /// The first retry waits this long; each next one twice as long, with jitter...
+    pub retry_base_seconds: u64,
+    /// ...up to this.
+    pub retry_max_seconds: u64,
+    /// A queued message without its own expiry is given up after this many hours.
+    pub outbox_lifetime_hours: u64,
+    /// Trust only this PEM certificate (plus the daemon's own) for wss:// and lookups,
+    /// instead of the public roots; empty means the public roots.
+    pub ca_file: PathBuf,
+}
+
+impl Default for RelayClient {
+    fn default() -> Self {
+        RelayClient {
+            publish_timeout_seconds: 10,
+            retry_base_seconds: 2,
+            retry_max_seconds: 600,
+            outbox_lifetime_hours: 7 * 24,
+            ca_file: PathBuf::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -292,6 +387,7 @@ impl Config {
         resolve(&mut self.secrets.master_key_file);
         resolve(&mut self.tls.cert_file);
         resolve(&mut self.tls.key_file);
+        resolve(&mut self.relay_client.ca_file);
     }
 
     /// Checks every rule a TOML type cannot express.
@@ -341,6 +437,62 @@ impl Config {
             crate::lnmp::message::validate_relay_url(&self.relay.public_url)
                 .map_err(|e| invalid("relay.public_url", e.to_string()))?;
         }
+        self.relay.listen.parse::<SocketAddr>().map_err(|_| {
+            invalid(
+                "relay.listen",
+                format!("{:?} is not an address:port", self.relay.listen),
+            )
+        })?;
+        for r in &self.relay.read_relays {
+            crate::lnmp::message::validate_relay_url(r)
+                .map_err(|e| invalid("relay.read_relays", e.to_string()))?;
+        }
+        for (key, v) in [
+            ("relay.retention_days", self.relay.retention_days as u64),
+            (
+                "relay.max_message_bytes",
+                self.relay.max_message_bytes as u64,
+            ),
+            (
+                "relay.max_subscriptions",
+                self.relay.max_subscriptions as u64,
+            ),
+            ("relay.max_connections", self.relay.max_connections as u64),
+            ("relay.publish_burst", self.relay.publish_burst as u64),
+            ("relay.frame_burst", self.relay.frame_burst as u64),
+            (
+                "relay.ping_interval_seconds",
+                self.relay.ping_interval_seconds,
+            ),
+            (
+                "relay_client.publish_timeout_seconds",
+                self.relay_client.publish_timeout_seconds,
+            ),
+            (
+                "relay_client.retry_base_seconds",
+                self.relay_client.retry_base_seconds,
+            ),
+            (
+                "relay_client.outbox_lifetime_hours",
+                self.relay_client.outbox_lifetime_hours,
+            ),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if self.relay.max_message_bytes > crate::lnmp::Limits::default().max_message_bytes {
+            return Err(invalid(
+                "relay.max_message_bytes",
+                "must not exceed the protocol's 16 MiB",
+            ));
+        }
+        if self.relay_client.retry_max_seconds < self.relay_client.retry_base_seconds {
+            return Err(invalid(
+                "relay_client.retry_max_seconds",
+                "must not be below retry_base_seconds",
+            ));
+        }
         if self.pricing.surge_multiplier == 0 {
             return Err(invalid("pricing.surge_multiplier", "must be at least 1"));
         }
@@ -382,14 +534,20 @@ impl Config {
 
     pub fn relay_url(&self) -> String {
         if self.relay.public_url.is_empty() {
+            let scheme = if self.relay.tls { "wss" } else { "ws" };
             format!(
-                "wss://{}:{}",
+                "{scheme}://{}:{}",
                 self.server.hostname,
-                crate::lnmp::DEFAULT_RELAY_PORT
+                self.relay_listen().port()
             )
         } else {
             self.relay.public_url.clone()
         }
+    }
+
+    pub fn relay_listen(&self) -> SocketAddr {
+        // Checked by validate().
+        self.relay.listen.parse().expect("validated relay.listen")
     }
 
     pub fn http_listen(&self) -> SocketAddr {

@@ -1,23 +1,74 @@
-//! `serve`: starts every listener on shared state, and on SIGTERM or Ctrl-C stops
-//! accepting, lets in-flight work finish, and closes the database cleanly.
+//! `serve` and `relay`: start the listeners and workers on shared state, and on SIGTERM or
+//! Ctrl-C stop accepting, let in-flight work finish, and close the database cleanly.
 
-use crate::config::Config;
+use crate::config::{Config, RelayAccept};
 use crate::custody::{self, Custody};
 use crate::http::{self, HttpLimits, HttpState};
+use crate::lnmp::{Limits, Message};
 use crate::metrics::Metrics;
+use crate::relay::gate::AcceptGate;
+use crate::relay::outbox::{Outbox, RetryTiming};
+use crate::relay::tls::{Trust, client_config};
+use crate::relay::{ClientOptions, Relay, RelaySettings, subscriber};
+use crate::store::{self, Store, inbox};
 use anyhow::Context;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The client side's TLS and limits: the public roots, the daemon's own certificate (so
+/// it can reach its own relay), and the operator's CA file if any.
+pub fn client_options(config: &Config) -> anyhow::Result<ClientOptions> {
+    let mut files = Vec::new();
+    if !config.relay_client.ca_file.as_os_str().is_empty() {
+        files.push(config.relay_client.ca_file.clone());
+    }
+    let (own_cert, _) = crate::tls::self_signed_paths(config);
+    if config.tls.cert_file.as_os_str().is_empty() && own_cert.exists() {
+        files.push(own_cert);
+    }
+    let refs: Vec<&std::path::Path> = files.iter().map(|p| p.as_path()).collect();
+    Ok(ClientOptions {
+        tls: client_config(Trust::Roots {
+            public: true,
+            files: &refs,
+        })?,
+        connect_timeout: Duration::from_secs(config.relay_client.publish_timeout_seconds),
+        limits: Limits::default(),
+    })
+}
+
+async fn relay_listener(
+    config: &Config,
+) -> anyhow::Result<(TcpListener, Option<tokio_rustls::TlsAcceptor>)> {
+    let listen = config.relay_listen();
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (relay.listen)"))?;
+    let tls = if config.relay.tls {
+        let (cert, key) = crate::tls::certificate_files(config)?;
+        Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
+            &cert,
+            &key,
+            &[b"http/1.1"],
+        )?))
+    } else {
+        None
+    };
+    Ok((listener, tls))
+}
 
 /// Runs the daemon until a shutdown signal.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let custody = custody::open(&config).await?;
     let metrics = Arc::new(Metrics::new());
     let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
 
-    let tls = if config.http.tls {
+    let http_tls = if config.http.tls {
         let (cert, key) = crate::tls::certificate_files(&config)?;
         Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
             &cert,
@@ -31,7 +82,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen} (http.listen)"))?;
-    let bound = listener.local_addr()?;
+    let http_bound = listener.local_addr()?;
     let limits = HttpLimits {
         request_timeout: Duration::from_secs(config.limits.http_request_timeout_seconds),
         max_connections: config.limits.http_max_connections,
@@ -44,33 +95,201 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         },
         &limits,
     );
-    let http_task = tokio::spawn(http::serve(
+    tasks.spawn(http::serve(
         listener,
-        tls.clone(),
+        http_tls.clone(),
         app,
         limits,
         shutdown.clone(),
     ));
 
-    print_banner(&config, &custody, bound, tls.is_some()).await?;
-    tracing::info!(%bound, "serving");
+    let relay_bound = if config.relay.enabled {
+        let (listener, tls) = relay_listener(&config).await?;
+        let bound = listener.local_addr()?;
+        let gate = Arc::new(AcceptGate::new(
+            custody.store().clone(),
+            config.relay.accept,
+        ));
+        let relay = Relay::new(
+            RelaySettings::from_config(&config),
+            custody.store().clone(),
+            gate,
+        );
+        tasks.spawn(relay.clone().serve(listener, tls, shutdown.clone()));
+        tasks.spawn(relay.prune_loop(shutdown.clone()));
+        Some(bound)
+    } else {
+        None
+    };
+
+    let opts = client_options(&config)?;
+    let outbox = Outbox::new(
+        custody.store().clone(),
+        opts.clone(),
+        RetryTiming::from_config(&config.relay_client),
+    );
+    tasks.spawn(outbox.run(shutdown.clone()));
+    if !config.relay.read_relays.is_empty() {
+        tasks.spawn(follow_read_relays(
+            custody.clone(),
+            config.relay.read_relays.clone(),
+            opts,
+            shutdown.clone(),
+        ));
+    }
+
+    print_banner(
+        &config,
+        &custody,
+        http_bound,
+        http_tls.is_some(),
+        relay_bound,
+    )
+    .await?;
+    tracing::info!(http = %http_bound, relay = ?relay_bound, "serving");
 
     wait_for_signal().await;
     tracing::info!("shutting down: no new connections; finishing in-flight work");
     shutdown.cancel();
-    if let Err(e) = http_task.await {
-        tracing::error!(error = %e, "HTTP server task failed");
+    tasks.close();
+    let grace = Duration::from_secs(config.limits.shutdown_grace_seconds + 5);
+    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+        tracing::warn!("some work did not finish within the grace period");
     }
     custody.store().close().await;
     tracing::info!("stopped");
     Ok(())
 }
 
+/// `relay`: only the relay, on its own store, taking every valid message unless the
+/// config says otherwise.
+pub async fn relay_only(mut config: Config, accept_all: bool) -> anyhow::Result<()> {
+    if accept_all {
+        config.relay.accept = RelayAccept::All;
+    }
+    let options = store::StoreOptions {
+        max_connections: config.database.max_connections,
+        sqlite_group_commit_max: config.database.sqlite_group_commit_max,
+    };
+    std::fs::create_dir_all(&config.server.data_dir)
+        .with_context(|| format!("cannot create {}", config.server.data_dir.display()))?;
+    let store = Store::open(&config.database_url(), &options).await?;
+    store.migrate().await?;
+    let (listener, tls) = relay_listener(&config).await?;
+    let bound = listener.local_addr()?;
+    let gate = Arc::new(AcceptGate::new(store.clone(), config.relay.accept));
+    let relay = Relay::new(RelaySettings::from_config(&config), store.clone(), gate);
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    tasks.spawn(relay.clone().serve(listener, tls, shutdown.clone()));
+    tasks.spawn(relay.clone().prune_loop(shutdown.clone()));
+    println!(
+        "lnmp-bridge relay listening on {bound}; AUTH answers must name {}",
+        relay.settings.public_url
+    );
+    tracing::info!(%bound, url = %relay.settings.public_url, "relay serving");
+    wait_for_signal().await;
+    shutdown.cancel();
+    tasks.close();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(config.limits.shutdown_grace_seconds + 5),
+        tasks.wait(),
+    )
+    .await;
+    store.close().await;
+    Ok(())
+}
+
+/// Keeps one subscription per user and read relay, starting ones for new users and
+/// stopping those of removed users, every minute.
+async fn follow_read_relays(
+    custody: Custody,
+    relays: Vec<String>,
+    opts: ClientOptions,
+    shutdown: CancellationToken,
+) {
+    let mut running: HashMap<(i64, String), CancellationToken> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let users = match custody.list_users().await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list users to follow their relays");
+                continue;
+            }
+        };
+        let wanted: Vec<(i64, String)> = users
+            .iter()
+            .flat_map(|u| relays.iter().map(move |r| (u.id, r.clone())))
+            .collect();
+        running.retain(|k, token| {
+            let keep = wanted.contains(k);
+            if !keep {
+                token.cancel();
+            }
+            keep
+        });
+        for user in &users {
+            let identity = match custody.identity(&user.username).await {
+                Ok(i) => Arc::new(i),
+                Err(e) => {
+                    tracing::error!(user = %user.username, error = %e, "cannot open the user's key");
+                    continue;
+                }
+            };
+            let since = inbox::latest(custody.store(), user.id)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(0)
+                .max(0) as u64;
+            for url in &relays {
+                let key = (user.id, url.clone());
+                if running.contains_key(&key) {
+                    continue;
+                }
+                let token = shutdown.child_token();
+                running.insert(key, token.clone());
+                let store = custody.store().clone();
+                let user_id = user.id;
+                let handler: subscriber::Handler = Arc::new(move |m: Message| {
+                    let store = store.clone();
+                    Box::pin(async move { keep_in_inbox(&store, user_id, m).await })
+                });
+                tokio::spawn(subscriber::follow(
+                    url.clone(),
+                    identity.clone(),
+                    opts.clone(),
+                    since,
+                    handler,
+                    token,
+                ));
+            }
+        }
+    }
+}
+
+/// Stores a message read from a relay in a user's inbox, if it verifies.
+async fn keep_in_inbox(store: &Store, user_id: i64, m: Message) -> anyhow::Result<()> {
+    if let Err(e) = m.verify() {
+        tracing::warn!(id = %m.id, error = %e, "dropping a message that does not verify");
+        return Ok(());
+    }
+    let json = m.to_json();
+    inbox::insert(store, user_id, m, json, store::now()).await?;
+    Ok(())
+}
+
 async fn print_banner(
     config: &Config,
     custody: &Custody,
-    bound: std::net::SocketAddr,
+    http: std::net::SocketAddr,
     tls: bool,
+    relay: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<()> {
     let scheme = if tls { "https" } else { "http" };
     let users = custody.list_users().await?;
@@ -79,8 +298,11 @@ async fn print_banner(
         env!("CARGO_PKG_VERSION"),
         config.server.domain
     );
-    println!("  {scheme}://{bound}/.well-known/lnmp.json?name=<user>   address lookup");
-    println!("  {scheme}://{bound}/healthz, /metrics");
+    println!("  {scheme}://{http}/.well-known/lnmp.json?name=<user>   address lookup");
+    println!("  {scheme}://{http}/healthz, /metrics");
+    if let Some(r) = relay {
+        println!("  relay on {r}, advertised as {}", config.relay_url());
+    }
     println!("  data in {}", config.server.data_dir.display());
     if users.is_empty() {
         println!("  no users yet: lnmp-bridge user add <name>");
@@ -92,7 +314,7 @@ async fn print_banner(
     Ok(())
 }
 
-async fn wait_for_signal() {
+pub async fn wait_for_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;

@@ -12,5 +12,7 @@ pub mod http;
 pub mod lnmp;
 pub mod metrics;
 pub mod quickstart;
+pub mod ratelimit;
+pub mod relay;
 pub mod store;
 pub mod tls;

@@ -6,7 +6,13 @@ use clap::{Args, Parser, Subcommand};
 use lnmp_bridge::client::keyfile;
 use lnmp_bridge::config::{Config, LogFormat};
 use lnmp_bridge::custody::{self, Custody, password};
-use lnmp_bridge::lnmp::{Address, Identity, Seed};
+use lnmp_bridge::lnmp::{
+    Address, Draft, Filter, Identity, Kind, Limits, Message, MessageContent, Priority, Seed,
+};
+use lnmp_bridge::relay::lookup::{Recipient, Resolver};
+use lnmp_bridge::relay::outbox::{Outbox, RetryTiming};
+use lnmp_bridge::relay::tls::{Trust, client_config};
+use lnmp_bridge::relay::{ClientOptions, Connection, subscriber};
 use lnmp_bridge::store::contacts::Level;
 use lnmp_bridge::store::pricing::{Overrides, PassKind};
 use lnmp_bridge::{daemon, quickstart};
@@ -43,6 +49,9 @@ enum Command {
     Quickstart(QuickstartArgs),
     /// Run the daemon until SIGTERM or Ctrl-C.
     Serve,
+    /// Run only an LNMP relay, taking any valid message (a public relay), on the
+    /// config's data folder and relay settings.
+    Relay(RelayArgs),
     /// Check the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -77,6 +86,51 @@ struct QuickstartArgs {
     /// Use this PostgreSQL database instead of SQLite, e.g. postgres://lnmp@db/lnmp.
     #[arg(long)]
     database_url: Option<String>,
+}
+
+#[derive(Args)]
+struct RelayArgs {
+    /// Listen here instead of relay.listen.
+    #[arg(long)]
+    listen: Option<String>,
+    /// The URL clients reach this relay at (what AUTH answers must name).
+    #[arg(long)]
+    public_url: Option<String>,
+    /// Plain ws:// (behind a TLS-terminating proxy, or on loopback).
+    #[arg(long)]
+    no_tls: bool,
+    /// Keep relay.accept from the config instead of taking every valid message.
+    #[arg(long)]
+    local_only: bool,
+}
+
+/// How the native client reaches relays and lookups.
+#[derive(Args)]
+struct NetArgs {
+    /// Trust this PEM certificate (e.g. a self-signed relay's) besides the public roots.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// Accept any TLS certificate. For testing only: anyone in between can read along.
+    #[arg(long)]
+    insecure: bool,
+    /// Look addresses up here instead of https://<host of the address>.
+    #[arg(long)]
+    lookup_url: Option<String>,
+}
+
+#[derive(Args)]
+struct Compose {
+    /// Recipients: LNMP addresses (name#checksum@host) or public keys (hex), repeatable.
+    #[arg(long, required = true)]
+    to: Vec<String>,
+    /// Relays to publish to besides the recipients' own (needed for bare keys).
+    #[arg(long)]
+    relay: Vec<String>,
+    #[arg(long)]
+    subject: Option<String>,
+    /// The text; read from standard input when absent.
+    #[arg(long)]
+    body: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -114,6 +168,20 @@ enum UserCommand {
     ExportKey { name: String },
     /// Replace the user's identity with the one in 24 words read from standard input.
     ImportKey { name: String },
+    /// Send an LNMP message as the user: sealed, signed with their key, and queued until
+    /// a relay takes it (the daemon keeps retrying what is not taken at once).
+    Send {
+        name: String,
+        #[command(flatten)]
+        compose: Compose,
+    },
+    /// Show the LNMP messages in the user's inbox, opened with their key.
+    Inbox {
+        name: String,
+        /// Only messages sent at or after this Unix time.
+        #[arg(long, default_value_t = 0)]
+        since: i64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -188,6 +256,38 @@ enum ClientCommand {
         /// The relay host the address points at, e.g. example.com.
         #[arg(long)]
         relay: Option<String>,
+    },
+    /// Seal, sign and publish a message to the recipients' relays; succeeds when at
+    /// least one relay accepts it.
+    Send {
+        #[arg(long, default_value = "lnmp.key")]
+        key_file: PathBuf,
+        #[command(flatten)]
+        compose: Compose,
+        #[command(flatten)]
+        net: NetArgs,
+    },
+    /// Print the messages addressed to you that a relay holds.
+    Inbox {
+        #[arg(long, default_value = "lnmp.key")]
+        key_file: PathBuf,
+        /// The relay to read (ws:// or wss://), repeatable.
+        #[arg(long, required = true)]
+        relay: Vec<String>,
+        /// Only messages sent at or after this Unix time.
+        #[arg(long)]
+        since: Option<u64>,
+        #[command(flatten)]
+        net: NetArgs,
+    },
+    /// Print messages addressed to you as they arrive, until Ctrl-C; reconnects by itself.
+    Watch {
+        #[arg(long, default_value = "lnmp.key")]
+        key_file: PathBuf,
+        #[arg(long, required = true)]
+        relay: String,
+        #[command(flatten)]
+        net: NetArgs,
     },
 }
 
@@ -268,6 +368,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{out}");
         }
         Command::Serve => daemon::serve(setup(config_path, log_format)?).await?,
+        Command::Relay(a) => {
+            let mut config = setup(config_path, log_format)?;
+            if let Some(l) = a.listen {
+                config.relay.listen = l;
+            }
+            if let Some(u) = a.public_url {
+                config.relay.public_url = u;
+            }
+            if a.no_tls {
+                config.relay.tls = false;
+            }
+            config.validate()?;
+            daemon::relay_only(config, !a.local_only).await?;
+        }
         Command::Config(ConfigCommand::Check) => {
             let config = load_config(config_path)?;
             println!("config ok");
@@ -288,8 +402,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("  relay URL   {}", config.relay_url());
         }
         Command::User(cmd) => {
-            let c = custody::open(&setup(config_path, log_format)?).await?;
-            let result = user(&c, cmd).await;
+            let config = setup(config_path, log_format)?;
+            let c = custody::open(&config).await?;
+            let result = user(&c, &config, cmd).await;
             c.store().close().await;
             result?;
         }
@@ -305,7 +420,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             c.store().close().await;
             result?;
         }
-        Command::Client(cmd) => client(cmd)?,
+        Command::Client(cmd) => {
+            init_logging(&Config::default(), log_format);
+            client(cmd).await?
+        }
     }
     Ok(())
 }
@@ -324,7 +442,7 @@ fn redact_url(url: &str) -> String {
     }
 }
 
-async fn user(c: &Custody, cmd: UserCommand) -> anyhow::Result<()> {
+async fn user(c: &Custody, config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
     match cmd {
         UserCommand::Add {
             name,
@@ -374,6 +492,45 @@ async fn user(c: &Custody, cmd: UserCommand) -> anyhow::Result<()> {
             let u = c.import_key(&name, &words).await?;
             println!("{} now holds the imported key", u.username);
             println!("  LNMP address   {}", u.address);
+        }
+        UserCommand::Send { name, compose } => {
+            let identity = c.identity(&name).await?;
+            let opts = daemon::client_options(config)?;
+            let resolver = Resolver::new(opts.tls.clone(), None)?;
+            let (message, relays) =
+                seal(&identity, &compose, &resolver, vec![config.relay_url()]).await?;
+            let outbox = Outbox::new(
+                c.store().clone(),
+                opts,
+                RetryTiming::from_config(&config.relay_client),
+            );
+            outbox.enqueue(&message, relays).await?;
+            outbox.work_once().await?;
+            let id = message.id.to_hex();
+            match lnmp_bridge::store::outbox::state(c.store(), &id)
+                .await?
+                .map(|s| (s.state, s.accepted_by, s.last_error))
+            {
+                Some((state, by, _)) if state == "sent" => {
+                    println!("sent {id} (accepted by {})", by.unwrap_or_default())
+                }
+                Some((state, _, err)) if state == "failed" => {
+                    bail!("{id} was refused: {}", err.unwrap_or_default())
+                }
+                Some((_, _, err)) => println!(
+                    "queued {id}; the daemon keeps trying ({})",
+                    err.unwrap_or_default()
+                ),
+                None => println!("queued {id}"),
+            }
+        }
+        UserCommand::Inbox { name, since } => {
+            let u = c.user(&name).await?;
+            let identity = c.identity(&name).await?;
+            for json in lnmp_bridge::store::inbox::list(c.store(), u.id, since).await? {
+                let m = Message::from_json(json.as_bytes(), &Limits::default())?;
+                print_message(&m, &identity);
+            }
         }
     }
     Ok(())
@@ -479,7 +636,89 @@ fn list_or_none(v: &[String]) -> String {
     }
 }
 
-fn client(cmd: ClientCommand) -> anyhow::Result<()> {
+/// Seals a composed message from `identity` to its recipients; returns it and the relays
+/// to publish to. `reply_relays` are where the sender reads, for the recipients' replies.
+async fn seal(
+    identity: &Identity,
+    compose: &Compose,
+    resolver: &Resolver,
+    reply_relays: Vec<String>,
+) -> anyhow::Result<(Message, Vec<String>)> {
+    let to: Vec<Recipient> = compose
+        .to
+        .iter()
+        .map(|t| t.parse())
+        .collect::<Result<_, String>>()
+        .map_err(anyhow::Error::msg)?;
+    let (keys, relays) = resolver.route(&to, &compose.relay).await?;
+    if relays.is_empty() {
+        bail!("no relay to send to: give --relay for recipients named by key");
+    }
+    let body = match &compose.body {
+        Some(b) => b.clone(),
+        None => {
+            let mut b = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut b)
+                .context("cannot read the body from standard input")?;
+            b
+        }
+    };
+    let draft = Draft {
+        to: keys,
+        kind: Kind::Text,
+        timestamp: lnmp_bridge::store::now().max(0) as u64,
+        content: MessageContent {
+            subject: compose.subject.clone(),
+            body,
+            ..MessageContent::default()
+        },
+        relays: reply_relays,
+        expiry: None,
+        priority: Priority::Normal,
+    };
+    Ok((
+        Message::seal(identity, &draft, &mut rand_core::OsRng)?,
+        relays,
+    ))
+}
+
+/// Prints a message as its recipient (or sender) reads it.
+fn print_message(m: &Message, reader: &Identity) {
+    match m.open(reader, &Limits::default()) {
+        Ok(content) => {
+            println!("id:      {}", m.id);
+            println!("from:    {}", m.from);
+            println!("date:    {}", m.timestamp);
+            if let Some(s) = &content.subject {
+                println!("subject: {s}");
+            }
+            println!();
+            println!("{}", content.body);
+            println!("---");
+        }
+        Err(e) => println!("id:      {}\n(cannot open: {e})\n---", m.id),
+    }
+}
+
+fn client_net(net: &NetArgs) -> anyhow::Result<(ClientOptions, Resolver)> {
+    let tls = if net.insecure {
+        client_config(Trust::Insecure)?
+    } else {
+        let files: Vec<&Path> = net.ca_file.iter().map(|p| p.as_path()).collect();
+        client_config(Trust::Roots {
+            public: true,
+            files: &files,
+        })?
+    };
+    let opts = ClientOptions {
+        tls: tls.clone(),
+        connect_timeout: std::time::Duration::from_secs(15),
+        limits: Limits::default(),
+    };
+    Ok((opts, Resolver::new(tls, net.lookup_url.clone())?))
+}
+
+async fn client(cmd: ClientCommand) -> anyhow::Result<()> {
     match cmd {
         ClientCommand::Keygen { key_file } => {
             let seed = Seed::generate(&mut rand_core::OsRng);
@@ -504,11 +743,99 @@ fn client(cmd: ClientCommand) -> anyhow::Result<()> {
                 println!("address:    {address}");
             }
         }
+        ClientCommand::Send {
+            key_file,
+            compose,
+            net,
+        } => {
+            let id = Identity::from_seed(&keyfile::load(&key_file)?);
+            let (opts, resolver) = client_net(&net)?;
+            let (message, relays) = seal(&id, &compose, &resolver, compose.relay.clone()).await?;
+            let mut delivered = false;
+            for url in &relays {
+                let outcome = match Connection::connect(url, None, &opts).await {
+                    Ok(conn) => conn
+                        .publish(&message, std::time::Duration::from_secs(15))
+                        .await
+                        .map_err(anyhow::Error::from),
+                    Err(e) => Err(e.into()),
+                };
+                match outcome {
+                    Ok(o) if o.delivered() => {
+                        delivered = true;
+                        println!("{url}: accepted");
+                    }
+                    Ok(o) => println!("{url}: not accepted: {o:?}"),
+                    Err(e) => println!("{url}: {e:#}"),
+                }
+            }
+            if !delivered {
+                bail!("no relay accepted {}", message.id);
+            }
+            println!("sent {}", message.id);
+        }
+        ClientCommand::Inbox {
+            key_file,
+            relay,
+            since,
+            net,
+        } => {
+            let id = Identity::from_seed(&keyfile::load(&key_file)?);
+            let (opts, _) = client_net(&net)?;
+            let filter = Filter {
+                to: Some(vec![id.public_key()]),
+                since,
+                ..Filter::default()
+            };
+            let mut seen = std::collections::HashSet::new();
+            for url in &relay {
+                let conn = Connection::connect(url, Some(&id), &opts).await?;
+                for m in conn
+                    .query(vec![filter.clone()], std::time::Duration::from_secs(60))
+                    .await?
+                {
+                    if seen.insert(m.id) && m.verify().is_ok() {
+                        print_message(&m, &id);
+                    }
+                }
+            }
+        }
+        ClientCommand::Watch {
+            key_file,
+            relay,
+            net,
+        } => {
+            let id = std::sync::Arc::new(Identity::from_seed(&keyfile::load(&key_file)?));
+            let (opts, _) = client_net(&net)?;
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            let reader = id.clone();
+            let handler: subscriber::Handler = std::sync::Arc::new(move |m: Message| {
+                let reader = reader.clone();
+                Box::pin(async move {
+                    if m.verify().is_ok() {
+                        print_message(&m, &reader);
+                    }
+                    Ok(())
+                })
+            });
+            let follow = subscriber::follow(relay, id, opts, 0, handler, shutdown.clone());
+            tokio::select! {
+                _ = follow => {}
+                _ = daemon::wait_for_signal() => shutdown.cancel(),
+            }
+        }
     }
     Ok(())
 }
 
 fn main() -> ExitCode {
+    // Printing into a closed pipe (`lnmp-bridge user list | head`) ends the process
+    // quietly, as for any Unix tool, instead of panicking.
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to its default before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -12,8 +12,11 @@
 //! Schemas live in migrations/sqlite and migrations/postgres, kept in step.
 
 pub mod contacts;
+pub mod inbox;
 pub mod mailboxes;
+pub mod outbox;
 pub mod pricing;
+pub mod relay;
 pub mod settings;
 pub mod users;
 mod writer;

@@ -74,6 +74,23 @@ pub async fn get_by_pubkey(store: &Store, pubkey: &str) -> Result<Option<UserRow
     )
 }
 
+/// The ids of the users among `pubkeys` (hex), with their keys.
+pub async fn ids_by_pubkeys(store: &Store, pubkeys: &[String]) -> Result<Vec<(i64, String)>> {
+    if pubkeys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders: Vec<String> = (1..=pubkeys.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT id, pubkey FROM users WHERE pubkey IN ({})",
+        placeholders.join(", ")
+    );
+    let mut q = sqlx::query_as(&sql);
+    for k in pubkeys {
+        q = q.bind(k);
+    }
+    Ok(q.fetch_all(store.pool()).await?)
+}
+
 pub async fn list(store: &Store) -> Result<Vec<UserRow>> {
     Ok(
         sqlx::query_as(&format!("SELECT {COLUMNS} FROM users ORDER BY username"))

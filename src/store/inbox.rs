@@ -1,0 +1,66 @@
+//! The LNMP inbox of the domain's users: every verified message addressed to one of
+//! them, whether it was published to the embedded relay or read from another relay.
+//! The mail store renders it; the id keeps each message in once.
+
+use super::{Result, Store};
+use crate::lnmp::Message;
+use sqlx::AnyConnection;
+
+/// Adds a message to a user's inbox inside the caller's transaction; a message already
+/// there is left as it is.
+pub(crate) async fn insert_in(
+    c: &mut AnyConnection,
+    user_id: i64,
+    m: &Message,
+    json: &str,
+    received_at: i64,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "INSERT INTO inbox (user_id, message_id, created_at, received_at, body) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (user_id, message_id) DO NOTHING",
+    )
+    .bind(user_id)
+    .bind(m.id.to_hex())
+    .bind(i64::try_from(m.timestamp).unwrap_or(i64::MAX))
+    .bind(received_at)
+    .bind(json)
+    .execute(&mut *c)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Adds a message to a user's inbox; false if it was there already.
+pub async fn insert(
+    store: &Store,
+    user_id: i64,
+    m: Message,
+    json: String,
+    received_at: i64,
+) -> Result<bool> {
+    store
+        .write(Box::new(move |c| {
+            Box::pin(async move { insert_in(c, user_id, &m, &json, received_at).await })
+        }))
+        .await
+}
+
+/// The user's messages since `since` (message time), oldest first, as stored JSON.
+pub async fn list(store: &Store, user_id: i64, since: i64) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT body FROM inbox WHERE user_id = $1 AND created_at >= $2 ORDER BY created_at, message_id",
+    )
+    .bind(user_id)
+    .bind(since)
+    .fetch_all(store.pool())
+    .await?)
+}
+
+/// The newest message time in the user's inbox, where a subscription resumes.
+pub async fn latest(store: &Store, user_id: i64) -> Result<Option<i64>> {
+    Ok(
+        sqlx::query_scalar("SELECT MAX(created_at) FROM inbox WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_one(store.pool())
+            .await?,
+    )
+}

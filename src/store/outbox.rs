@@ -1,0 +1,240 @@
+//! The relay client's outbox: messages waiting to be accepted by at least one of their
+//! relays. Nothing queued is lost to a relay being down or the daemon restarting; a row
+//! is claimed with a lease, so several daemons on one PostgreSQL share the work and a
+//! crashed one's claims are taken over when the lease runs out.
+
+use super::{Backend, Result, Store, now};
+use sqlx::FromRow;
+
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub message_id: String,
+    pub relays: String,
+    pub body: String,
+    pub attempts: i64,
+    pub expires_at: i64,
+}
+
+impl OutboxRow {
+    pub fn relay_urls(&self) -> Vec<String> {
+        self.relays
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// Where a queued message stands.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct OutboxState {
+    pub state: String,
+    pub attempts: i64,
+    pub accepted_by: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// Queues a message for `relays`; queuing the same message again changes nothing.
+pub async fn enqueue(
+    store: &Store,
+    message_id: String,
+    body: String,
+    relays: Vec<String>,
+    expires_at: i64,
+) -> Result<()> {
+    store
+        .write(Box::new(move |c| {
+            Box::pin(async move {
+                let t = now();
+                sqlx::query(
+                    "INSERT INTO relay_outbox (message_id, relays, body, next_attempt_at, expires_at, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $4) ON CONFLICT (message_id) DO NOTHING",
+                )
+                .bind(message_id)
+                .bind(relays.join("\n"))
+                .bind(body)
+                .bind(t)
+                .bind(expires_at)
+                .execute(&mut *c)
+                .await?;
+                Ok(())
+            })
+        }))
+        .await
+}
+
+/// Claims up to `max` due messages for `lease` seconds.
+pub async fn claim_due(store: &Store, lease: i64, max: i64) -> Result<Vec<OutboxRow>> {
+    let skip_locked = match store.backend() {
+        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    let sql = format!(
+        "UPDATE relay_outbox SET locked_until = $1, attempts = attempts + 1 WHERE id IN \
+         (SELECT id FROM relay_outbox WHERE state = 'pending' AND next_attempt_at <= $2 AND locked_until <= $2 \
+          ORDER BY next_attempt_at, id LIMIT $3{skip_locked}) \
+         RETURNING id, message_id, relays, body, attempts, expires_at"
+    );
+    store
+        .write(Box::new(move |c| {
+            Box::pin(async move {
+                let t = now();
+                Ok(sqlx::query_as(&sql)
+                    .bind(t + lease)
+                    .bind(t)
+                    .bind(max)
+                    .fetch_all(&mut *c)
+                    .await?)
+            })
+        }))
+        .await
+}
+
+async fn update(
+    store: &Store,
+    sql: &'static str,
+    id: i64,
+    a: Option<String>,
+    b: Option<i64>,
+) -> Result<()> {
+    store
+        .write(Box::new(move |c| {
+            Box::pin(async move {
+                let mut q = sqlx::query(sql);
+                if let Some(a) = a {
+                    q = q.bind(a);
+                }
+                if let Some(b) = b {
+                    q = q.bind(b);
+                }
+                q.bind(id).execute(&mut *c).await?;
+                Ok(())
+            })
+        }))
+        .await
+}
+
+pub async fn mark_sent(store: &Store, id: i64, accepted_by: String) -> Result<()> {
+    update(
+        store,
+        "UPDATE relay_outbox SET state = 'sent', accepted_by = $1, locked_until = 0 WHERE id = $2",
+        id,
+        Some(accepted_by),
+        None,
+    )
+    .await
+}
+
+pub async fn mark_failed(store: &Store, id: i64, error: String) -> Result<()> {
+    update(
+        store,
+        "UPDATE relay_outbox SET state = 'failed', last_error = $1, locked_until = 0 WHERE id = $2",
+        id,
+        Some(error),
+        None,
+    )
+    .await
+}
+
+/// The recipient asks for payment (an INVOICE): the message waits for the payments part.
+pub async fn mark_payment(store: &Store, id: i64, detail: String) -> Result<()> {
+    update(store, "UPDATE relay_outbox SET state = 'payment', last_error = $1, locked_until = 0 WHERE id = $2", id, Some(detail), None).await
+}
+
+/// Puts a claimed message back in the queue, due at `next_at`.
+pub async fn retry(store: &Store, id: i64, next_at: i64, error: String) -> Result<()> {
+    update(
+        store,
+        "UPDATE relay_outbox SET last_error = $1, next_attempt_at = $2, locked_until = 0 WHERE id = $3",
+        id,
+        Some(error),
+        Some(next_at),
+    )
+    .await
+}
+
+pub async fn state(store: &Store, message_id: &str) -> Result<Option<OutboxState>> {
+    Ok(sqlx::query_as(
+        "SELECT state, attempts, accepted_by, last_error FROM relay_outbox WHERE message_id = $1",
+    )
+    .bind(message_id)
+    .fetch_optional(store.pool())
+    .await?)
+}
+
+/// Messages still waiting to be sent.
+pub async fn pending(store: &Store) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT COUNT(*) FROM relay_outbox WHERE state = 'pending'")
+            .fetch_one(store.pool())
+            .await?,
+    )
+}
+
+/// When the next pending message is due, if any.
+pub async fn next_due(store: &Store) -> Result<Option<i64>> {
+    Ok(
+        sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM relay_outbox WHERE state = 'pending'")
+            .fetch_one(store.pool())
+            .await?,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::each_backend;
+
+    #[tokio::test]
+    async fn claims_lease_and_finish() {
+        each_backend(|store| async move {
+            for i in 0..5 {
+                enqueue(
+                    &store,
+                    format!("m{i}"),
+                    "{}".into(),
+                    vec!["ws://a".into(), "ws://b".into()],
+                    now() + 100,
+                )
+                .await
+                .unwrap();
+            }
+            enqueue(&store, "m0".into(), "{}".into(), vec![], 0)
+                .await
+                .unwrap();
+            assert_eq!(pending(&store).await.unwrap(), 5);
+            let first = claim_due(&store, 60, 3).await.unwrap();
+            assert_eq!(first.len(), 3);
+            assert_eq!(first[0].relay_urls(), ["ws://a", "ws://b"]);
+            assert_eq!(first[0].attempts, 1);
+            // Leased rows are not handed out twice.
+            let second = claim_due(&store, 60, 10).await.unwrap();
+            assert_eq!(second.len(), 2);
+            assert!(claim_due(&store, 60, 10).await.unwrap().is_empty());
+            mark_sent(&store, first[0].id, "ws://a".into())
+                .await
+                .unwrap();
+            mark_failed(&store, first[1].id, "invalid: nope".into())
+                .await
+                .unwrap();
+            retry(&store, first[2].id, now() - 1, "timeout".into())
+                .await
+                .unwrap();
+            let again = claim_due(&store, 60, 10).await.unwrap();
+            assert_eq!(again.len(), 1);
+            assert_eq!(again[0].attempts, 2);
+            assert_eq!(state(&store, "m0").await.unwrap().unwrap().state, "sent");
+            assert_eq!(
+                state(&store, &first[1].message_id)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .state,
+                "failed"
+            );
+            assert_eq!(pending(&store).await.unwrap(), 3);
+        })
+        .await;
+    }
+}
