@@ -159,3 +159,142 @@ pub async fn prune(store: &Store, now: i64) -> Result<u64> {
         }))
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lnmp::{Draft, Identity, Kind, MessageContent, Priority};
+    use crate::store::testing::each_backend;
+
+    fn msg(from: &Identity, to: &[&Identity], ts: u64, kind: Kind) -> Message {
+        let d = Draft {
+            to: to.iter().map(|i| i.public_key()).collect(),
+            kind,
+            timestamp: ts,
+            content: MessageContent::default(),
+            relays: vec![],
+            expiry: None,
+            priority: Priority::Normal,
+        };
+        Message::seal(from, &d, &mut rand_core::OsRng).unwrap()
+    }
+
+    fn incoming(m: &Message, expires_at: i64) -> Incoming {
+        Incoming {
+            message: m.clone(),
+            json: m.to_json(),
+            received_at: 1,
+            expires_at,
+            local_recipients: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn store_query_and_prune() {
+        each_backend(|store| async move {
+            let (a, b, c) = (
+                Identity::from_secret_bytes(&[1; 32]).unwrap(),
+                Identity::from_secret_bytes(&[2; 32]).unwrap(),
+                Identity::from_secret_bytes(&[3; 32]).unwrap(),
+            );
+            let m1 = msg(&a, &[&b], 100, Kind::Text);
+            let m2 = msg(&a, &[&b, &c], 200, Kind::File);
+            let m3 = msg(&c, &[&a], 300, Kind::Text);
+            let old = msg(&b, &[&c], 50, Kind::Text);
+            for m in [&m1, &m2, &m3] {
+                assert_eq!(
+                    insert(&store, incoming(m, 10_000)).await.unwrap(),
+                    Stored::New
+                );
+            }
+            assert_eq!(
+                insert(&store, incoming(&old, 5)).await.unwrap(),
+                Stored::New
+            );
+            assert_eq!(
+                insert(&store, incoming(&m1, 10_000)).await.unwrap(),
+                Stored::Duplicate
+            );
+            assert!(contains(&store, &m1.id.to_hex()).await.unwrap());
+
+            let l = Limits::default();
+            let ids =
+                |v: Vec<(Message, String)>| v.into_iter().map(|(m, _)| m.id).collect::<Vec<_>>();
+            let all = Filter::default();
+            // b sees what is to b (m1, m2), oldest first; c sees m2, m3 and not the expired one.
+            assert_eq!(
+                ids(query(&store, &b.public_key(), &[all.clone()], 100, &l, 10)
+                    .await
+                    .unwrap()),
+                [m1.id, m2.id]
+            );
+            assert_eq!(
+                ids(query(&store, &c.public_key(), &[all.clone()], 100, &l, 10)
+                    .await
+                    .unwrap()),
+                [m2.id, m3.id]
+            );
+            // a is the sender of m1 and m2 and the recipient of m3.
+            assert_eq!(
+                query(&store, &a.public_key(), &[all.clone()], 100, &l, 10)
+                    .await
+                    .unwrap()
+                    .len(),
+                3
+            );
+            let files = Filter {
+                kinds: Some(vec![Kind::File]),
+                ..Filter::default()
+            };
+            assert_eq!(
+                ids(query(&store, &b.public_key(), &[files], 100, &l, 10)
+                    .await
+                    .unwrap()),
+                [m2.id]
+            );
+            let newest = Filter {
+                limit: Some(1),
+                ..Filter::default()
+            };
+            assert_eq!(
+                ids(query(&store, &a.public_key(), &[newest], 100, &l, 10)
+                    .await
+                    .unwrap()),
+                [m3.id]
+            );
+            let window = Filter {
+                since: Some(150),
+                until: Some(250),
+                ..Filter::default()
+            };
+            assert_eq!(
+                ids(query(&store, &a.public_key(), &[window], 100, &l, 10)
+                    .await
+                    .unwrap()),
+                [m2.id]
+            );
+            assert_eq!(
+                query(&store, &a.public_key(), &[all.clone()], 2, &l, 10)
+                    .await
+                    .unwrap()
+                    .len(),
+                2,
+                "capped"
+            );
+            let none = Filter {
+                ids: Some(vec![]),
+                ..Filter::default()
+            };
+            assert!(
+                query(&store, &a.public_key(), &[none], 100, &l, 10)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+
+            assert_eq!(prune(&store, 10).await.unwrap(), 1);
+            assert!(!contains(&store, &old.id.to_hex()).await.unwrap());
+        })
+        .await;
+    }
+}
