@@ -223,23 +223,44 @@ mod tests {
             let all = Filter::default();
             // b sees what is to b (m1, m2), oldest first; c sees m2, m3 and not the expired one.
             assert_eq!(
-                ids(query(&store, &b.public_key(), &[all.clone()], 100, &l, 10)
-                    .await
-                    .unwrap()),
+                ids(query(
+                    &store,
+                    &b.public_key(),
+                    std::slice::from_ref(&all),
+                    100,
+                    &l,
+                    10
+                )
+                .await
+                .unwrap()),
                 [m1.id, m2.id]
             );
             assert_eq!(
-                ids(query(&store, &c.public_key(), &[all.clone()], 100, &l, 10)
-                    .await
-                    .unwrap()),
+                ids(query(
+                    &store,
+                    &c.public_key(),
+                    std::slice::from_ref(&all),
+                    100,
+                    &l,
+                    10
+                )
+                .await
+                .unwrap()),
                 [m2.id, m3.id]
             );
             // a is the sender of m1 and m2 and the recipient of m3.
             assert_eq!(
-                query(&store, &a.public_key(), &[all.clone()], 100, &l, 10)
-                    .await
-                    .unwrap()
-                    .len(),
+                query(
+                    &store,
+                    &a.public_key(),
+                    std::slice::from_ref(&all),
+                    100,
+                    &l,
+                    10
+                )
+                .await
+                .unwrap()
+                .len(),
                 3
             );
             let files = Filter {
@@ -274,10 +295,17 @@ mod tests {
                 [m2.id]
             );
             assert_eq!(
-                query(&store, &a.public_key(), &[all.clone()], 2, &l, 10)
-                    .await
-                    .unwrap()
-                    .len(),
+                query(
+                    &store,
+                    &a.public_key(),
+                    std::slice::from_ref(&all),
+                    2,
+                    &l,
+                    10
+                )
+                .await
+                .unwrap()
+                .len(),
                 2,
                 "capped"
             );
