@@ -259,7 +259,8 @@ impl Reason {
     fn parse(s: &str) -> Reason {
         let (prefix, text) = s.split_once(':').unwrap_or((s, ""));
         match ReasonCode::ALL.iter().find(|(_, p)| *p == prefix) {
-            Some((code, _)) => Reason::new(*code, text.trim_start()),
+            // Exactly the one space Display writes, so every reason survives a round trip.
+            Some((code, _)) => Reason::new(*code, text.strip_prefix(' ').unwrap_or(text)),
             None => Reason::new(ReasonCode::Error, s),
         }
     }
@@ -341,6 +342,9 @@ pub enum RelayFrame {
     },
 }
 
+/// Longest AUTH challenge, in bytes.
+pub const MAX_CHALLENGE: usize = 256;
+
 /// A subscription id: 1 to `max_sub_id` printable ASCII characters, no spaces.
 fn validate_sub(sub: &str, limits: &Limits) -> Result<()> {
     if sub.is_empty() {
@@ -369,7 +373,11 @@ impl ClientFrame {
         within("frame", input.len(), limits.max_message_bytes)?;
         let frame: ClientFrame = from_json("client frame", input)?;
         match &frame {
-            ClientFrame::Auth(_) => {}
+            ClientFrame::Auth(proof) => {
+                // Both are hashed behind u16 lengths: bounded, no two pairs hash alike.
+                within("relay", proof.relay.len(), limits.max_relay_url)?;
+                within("challenge", proof.challenge.len(), MAX_CHALLENGE)?;
+            }
             ClientFrame::Sub { sub, filters } | ClientFrame::Query { sub, filters } => {
                 validate_sub(sub, limits)?;
                 validate_filters(filters, limits)?;
@@ -395,6 +403,7 @@ impl RelayFrame {
                 message.validate(limits)?;
             }
             RelayFrame::Eose { sub } => validate_sub(sub, limits)?,
+            RelayFrame::Auth { challenge } => within("challenge", challenge.len(), MAX_CHALLENGE)?,
             RelayFrame::Error { sub: Some(sub), .. } => validate_sub(sub, limits)?,
             _ => {}
         }
@@ -433,6 +442,10 @@ mod tests {
         assert_eq!(Reason::parse("payment-required: 100 sats"), r);
         assert_eq!(Reason::parse("whatever: x").code, ReasonCode::Error);
         assert_eq!(Reason::parse("duplicate:").code, ReasonCode::Duplicate);
+        for odd in [" ss", "\tx", "error:  two spaces"] {
+            let r = Reason::parse(odd);
+            assert_eq!(Reason::parse(&r.to_string()), r, "{odd:?}");
+        }
     }
 
     #[test]
