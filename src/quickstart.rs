@@ -47,7 +47,8 @@ pub async fn run(o: Options) -> anyhow::Result<String> {
         "# Written by `lnmp-bridge quickstart`. Every key with its default and meaning:\n\
          # config/lnmp-bridge.example.toml in the source.\n\n\
          [server]\ndomain = {}\nhostname = {}\ndata_dir = \"data\"\n\n\
-         [http]\nlisten = \"0.0.0.0:443\"\n",
+         [http]\nlisten = \"0.0.0.0:443\"\n\n\
+         [relay]\nlisten = \"0.0.0.0:7138\"\n",
         quoted(&domain),
         quoted(&hostname)
     );
