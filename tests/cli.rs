@@ -318,6 +318,8 @@ async fn serve_answers_lookups_that_verify() {
         .cmd(&["serve"])
         .env("LNMP__HTTP__LISTEN", format!("127.0.0.1:{port}"))
         .env("LNMP__LIMITS__SHUTDOWN_GRACE_SECONDS", "5")
+        .env("LNMP__RELAY__LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("LNMP__RELAY__PUBLIC_URL", "wss://lnmp.localhost:7138")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -412,4 +414,31 @@ async fn serve_answers_lookups_that_verify() {
     let mut banner = String::new();
     std::io::Read::read_to_string(daemon.stdout.as_mut().unwrap(), &mut banner).unwrap();
     assert!(banner.contains("alice@lnmp.localhost"), "{banner}");
+}
+
+#[tokio::test]
+async fn plain_http_behind_a_proxy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = Run::new(tmp.path());
+    let port = free_port();
+    let mut daemon = r
+        .cmd(&["serve"])
+        .env("LNMP__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env("LNMP__HTTP__TLS", "false")
+        .env("LNMP__RELAY__ENABLED", "false")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        if let Ok(resp) = reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await {
+            break resp.text().await.unwrap();
+        }
+        assert!(Instant::now() < deadline, "daemon did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(body, "ok\n");
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
 }
