@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_lnmp-bridge");
 
 struct Run {
@@ -58,14 +60,7 @@ impl Run {
     }
 
     fn ok_stdin(&self, args: &[&str], stdin: &str) -> String {
-        let out = self.run_stdin(args, stdin);
-        assert!(
-            out.status.success(),
-            "{args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        common::stdout_of(args, self.run_stdin(args, stdin))
     }
 
     /// Runs and expects failure with one clear line on stderr; returns it.
@@ -297,14 +292,6 @@ fn config_errors_name_the_key() {
     assert!(r.ok(&["config", "check"]).contains("lnmp.localhost"));
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn serve_answers_lookups_that_verify() {
     let tmp = tempfile::tempdir().unwrap();
@@ -313,12 +300,15 @@ async fn serve_answers_lookups_that_verify() {
     let alice: Address = address_of(&r.ok(&["user", "list"]), "alice")
         .parse()
         .unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let mut daemon = r
         .cmd(&["serve"])
         .env("LNMP__HTTP__LISTEN", format!("127.0.0.1:{port}"))
         .env("LNMP__LIMITS__SHUTDOWN_GRACE_SECONDS", "5")
-        .env("LNMP__RELAY__LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env(
+            "LNMP__RELAY__LISTEN",
+            format!("127.0.0.1:{}", common::free_port()),
+        )
         .env("LNMP__RELAY__PUBLIC_URL", "wss://lnmp.localhost:7138")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -420,7 +410,7 @@ async fn serve_answers_lookups_that_verify() {
 async fn plain_http_behind_a_proxy() {
     let tmp = tempfile::tempdir().unwrap();
     let r = Run::new(tmp.path());
-    let port = free_port();
+    let port = common::free_port();
     let mut daemon = r
         .cmd(&["serve"])
         .env("LNMP__HTTP__LISTEN", format!("127.0.0.1:{port}"))

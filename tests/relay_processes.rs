@@ -14,15 +14,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-const BIN: &str = env!("CARGO_BIN_EXE_lnmp-bridge");
+mod common;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+const BIN: &str = env!("CARGO_BIN_EXE_lnmp-bridge");
 
 fn cmd(dir: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(BIN);
@@ -35,13 +29,7 @@ fn cmd(dir: &Path, args: &[&str]) -> Command {
 
 fn ok(c: &mut Command) -> String {
     let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{c:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    common::stdout_of(&*c, out)
 }
 
 /// Kills a child process when dropped, so a failing test leaves nothing running.
@@ -105,7 +93,11 @@ fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 fn a_native_user_and_a_bridged_user_write_to_each_other() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    let (http, embedded, other) = (free_port(), free_port(), free_port());
+    let (http, embedded, other) = (
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    );
     let relay_dir = d.join("standalone");
     let _relay = standalone_relay(&relay_dir, other);
     let other_url = format!("ws://127.0.0.1:{other}");
@@ -230,7 +222,7 @@ fn a_native_user_and_a_bridged_user_write_to_each_other() {
 async fn a_relay_killed_mid_stream_loses_nothing() {
     const N: usize = 1000;
     let tmp = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let url = format!("ws://127.0.0.1:{port}");
     let relay_dir = tmp.path().join("relay");
     let mut relay = standalone_relay(&relay_dir, port);

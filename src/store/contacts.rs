@@ -125,23 +125,12 @@ pub async fn remove(store: &Store, user_id: i64, address: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::testing::each_backend;
-    use crate::store::users;
+    use crate::store::testing::{add_user, each_backend};
 
     #[tokio::test]
     async fn contacts_upsert_list_remove() {
         each_backend(|store| async move {
-            let u = users::insert(
-                &store,
-                users::NewUser {
-                    username: "alice".into(),
-                    password_hash: "h".into(),
-                    pubkey: "k".into(),
-                    sealed_seed: vec![],
-                },
-            )
-            .await
-            .unwrap();
+            let u = add_user(&store, "alice").await;
             upsert(&store, u.id, "bob@example.org", Level::Acquaintance)
                 .await
                 .unwrap();

@@ -108,23 +108,12 @@ pub async fn set_free_pass(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::testing::each_backend;
-    use crate::store::users;
+    use crate::store::testing::{add_user, each_backend};
 
     #[tokio::test]
     async fn overrides_and_passes() {
         each_backend(|store| async move {
-            let u = users::insert(
-                &store,
-                users::NewUser {
-                    username: "alice".into(),
-                    password_hash: "h".into(),
-                    pubkey: "k".into(),
-                    sealed_seed: vec![],
-                },
-            )
-            .await
-            .unwrap();
+            let u = add_user(&store, "alice").await;
             assert_eq!(get(&store, u.id).await.unwrap(), Overrides::default());
             let o = Overrides {
                 stranger: Some(500),

@@ -61,3 +61,18 @@ pub async fn drop_schema(base: &str, schema: &str) {
             .await;
     }
 }
+
+/// Adds a user with placeholder credentials, for tests of what hangs off users.
+pub async fn add_user(store: &Store, name: &str) -> super::users::UserRow {
+    super::users::insert(
+        store,
+        super::users::NewUser {
+            username: name.into(),
+            password_hash: "h".into(),
+            pubkey: format!("key-of-{name}"),
+            sealed_seed: vec![],
+        },
+    )
+    .await
+    .expect("insert a test user")
+}
