@@ -43,6 +43,8 @@ pub struct Config {
     pub relay: Relay,
     pub relay_client: RelayClient,
     pub pricing: Pricing,
+    pub smtp: Smtp,
+    pub dns: Dns,
     pub log: Log,
     pub limits: Limits,
 }
@@ -252,6 +254,135 @@ impl Default for Pricing {
             surge_threshold: 100,
             free_dkim_domains: Vec::new(),
             free_list_ids: Vec::new(),
+        }
+    }
+}
+
+/// What the MX does with mail that fails an authentication check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Deliver, and record the verdict in Authentication-Results.
+    #[default]
+    Tag,
+    /// File in the Junk folder.
+    Junk,
+    /// Refuse at end of DATA with 550 5.7.x.
+    Reject,
+}
+
+/// What the MX does with mail whose DMARC check fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DmarcFailure {
+    /// Do what the sender's domain asks: p=reject refuses, p=quarantine files in Junk,
+    /// p=none delivers.
+    #[default]
+    Follow,
+    Tag,
+    Junk,
+    Reject,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Smtp {
+    /// The MX listener (port 25 in production): mail from the email world, STARTTLS.
+    /// Empty turns it off.
+    pub mx_listen: String,
+    /// Submission with STARTTLS and AUTH (port 587). Empty turns it off.
+    pub submission_listen: String,
+    /// Submission with implicit TLS (port 465). Empty turns it off.
+    pub submissions_listen: String,
+    /// Allow AUTH without TLS from loopback clients (local tools, tests).
+    pub allow_plaintext_auth_on_loopback: bool,
+    /// Largest message accepted, in bytes (advertised in SIZE).
+    pub max_message_bytes: usize,
+    /// Recipients per message.
+    pub max_recipients: usize,
+    /// Longest command line, CRLF included.
+    pub max_command_line: usize,
+    /// Longest line inside a message, CRLF included (RFC 5321 asks for 1000 at least).
+    pub max_data_line: usize,
+    /// Messages per session before the server closes it.
+    pub max_messages_per_session: usize,
+    /// Commands that do not move a transaction on (NOOP, RSET, VRFY, HELP, unknown)
+    /// per session.
+    pub max_junk_commands: usize,
+    /// Errors per session before the server answers 421 and closes it.
+    pub max_errors: usize,
+    /// Connections at once, in all, and from one IP address.
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// Seconds to wait for a command line.
+    pub command_timeout_seconds: u64,
+    /// Seconds to wait for each read while a message is coming in.
+    pub data_timeout_seconds: u64,
+    /// A session may last at most this long.
+    pub session_timeout_seconds: u64,
+    /// Bare CR or LF in a message: false refuses it (SMTP smuggling cannot pass);
+    /// true turns each into CRLF, as Postfix's smtpd_forbid_bare_newline=normalize.
+    pub normalize_bare_newlines: bool,
+    /// Failed AUTH attempts allowed per IP address and per user, per `auth_window_seconds`.
+    pub auth_failures_per_ip: u32,
+    pub auth_failures_per_user: u32,
+    pub auth_window_seconds: u64,
+    /// Check SPF, DKIM and DMARC on the MX.
+    pub verify: bool,
+    pub spf_failure: OnFailure,
+    pub dkim_failure: OnFailure,
+    pub dmarc_failure: DmarcFailure,
+    /// Raw mail up to this size travels inside the sealed message; larger, as a blob.
+    pub max_inline_raw_bytes: usize,
+}
+
+impl Default for Smtp {
+    fn default() -> Self {
+        Smtp {
+            mx_listen: "127.0.0.1:2525".into(),
+            submission_listen: "127.0.0.1:2587".into(),
+            submissions_listen: "127.0.0.1:2465".into(),
+            allow_plaintext_auth_on_loopback: false,
+            max_message_bytes: 25 * 1024 * 1024,
+            max_recipients: 100,
+            max_command_line: 2048,
+            max_data_line: 8192,
+            max_messages_per_session: 1000,
+            max_junk_commands: 100,
+            max_errors: 20,
+            max_connections: 1000,
+            max_connections_per_ip: 50,
+            command_timeout_seconds: 300,
+            data_timeout_seconds: 180,
+            session_timeout_seconds: 3600,
+            normalize_bare_newlines: false,
+            auth_failures_per_ip: 10,
+            auth_failures_per_user: 5,
+            auth_window_seconds: 900,
+            verify: true,
+            spf_failure: OnFailure::Tag,
+            dkim_failure: OnFailure::Tag,
+            dmarc_failure: DmarcFailure::Follow,
+            max_inline_raw_bytes: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dns {
+    /// Name servers (ip or ip:port) for SPF, DKIM, DMARC and MX lookups; empty means
+    /// the system's (/etc/resolv.conf).
+    pub nameservers: Vec<String>,
+    /// Seconds before a lookup is given up.
+    pub timeout_seconds: u64,
+}
+
+impl Default for Dns {
+    fn default() -> Self {
+        Dns {
+            nameservers: Vec::new(),
+            timeout_seconds: 5,
         }
     }
 }
@@ -499,6 +630,51 @@ impl Config {
         for d in &self.pricing.free_dkim_domains {
             validate_domain(d).map_err(|p| invalid("pricing.free_dkim_domains", p))?;
         }
+        for (key, listen) in [
+            ("smtp.mx_listen", &self.smtp.mx_listen),
+            ("smtp.submission_listen", &self.smtp.submission_listen),
+            ("smtp.submissions_listen", &self.smtp.submissions_listen),
+        ] {
+            if !listen.is_empty() && listen.parse::<SocketAddr>().is_err() {
+                return Err(invalid(
+                    key,
+                    format!("{listen:?} is not an address:port (or empty to turn it off)"),
+                ));
+            }
+        }
+        for (key, v) in [
+            ("smtp.max_message_bytes", self.smtp.max_message_bytes as u64),
+            ("smtp.max_recipients", self.smtp.max_recipients as u64),
+            ("smtp.max_messages_per_session", self.smtp.max_messages_per_session as u64),
+            ("smtp.max_errors", self.smtp.max_errors as u64),
+            ("smtp.max_connections", self.smtp.max_connections as u64),
+            ("smtp.max_connections_per_ip", self.smtp.max_connections_per_ip as u64),
+            ("smtp.command_timeout_seconds", self.smtp.command_timeout_seconds),
+            ("smtp.data_timeout_seconds", self.smtp.data_timeout_seconds),
+            ("smtp.session_timeout_seconds", self.smtp.session_timeout_seconds),
+            ("smtp.auth_window_seconds", self.smtp.auth_window_seconds),
+            ("dns.timeout_seconds", self.dns.timeout_seconds),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        // RFC 5321 4.5.3.1: a server must take command lines of 512 and text lines of
+        // 1000 octets.
+        if self.smtp.max_command_line < 512 {
+            return Err(invalid("smtp.max_command_line", "must be at least 512 (RFC 5321)"));
+        }
+        if self.smtp.max_data_line < 1000 {
+            return Err(invalid("smtp.max_data_line", "must be at least 1000 (RFC 5321)"));
+        }
+        for ns in &self.dns.nameservers {
+            if crate::smtp::verify::parse_nameserver(ns).is_none() {
+                return Err(invalid(
+                    "dns.nameservers",
+                    format!("{ns:?} is not an IP address or ip:port"),
+                ));
+            }
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", e.to_string()))?;
         if self.limits.http_request_timeout_seconds == 0 {
@@ -548,6 +724,21 @@ impl Config {
     pub fn relay_listen(&self) -> SocketAddr {
         // Checked by validate().
         self.relay.listen.parse().expect("validated relay.listen")
+    }
+
+    /// The SMTP listeners that are turned on, with their kind.
+    pub fn smtp_listeners(&self) -> Vec<(crate::smtp::Listener, SocketAddr)> {
+        use crate::smtp::Listener;
+        [
+            (Listener::Mx, &self.smtp.mx_listen),
+            (Listener::Submission, &self.smtp.submission_listen),
+            (Listener::Submissions, &self.smtp.submissions_listen),
+        ]
+        .into_iter()
+        .filter(|(_, l)| !l.is_empty())
+        // Checked by validate().
+        .map(|(k, l)| (k, l.parse().expect("validated smtp listener")))
+        .collect()
     }
 
     pub fn http_listen(&self) -> SocketAddr {

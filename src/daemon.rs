@@ -3,6 +3,9 @@
 
 use crate::config::{Config, RelayAccept};
 use crate::custody::{self, Custody};
+use crate::delivery::{Courier, CourierSettings};
+use crate::relay::lookup::Resolver;
+use crate::smtp;
 use crate::http::{self, HttpLimits, HttpState};
 use crate::lnmp::{Limits, Message};
 use crate::metrics::Metrics;
@@ -63,7 +66,46 @@ async fn relay_listener(
 
 /// Runs the daemon until a shutdown signal.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let running = start(&config).await?;
+    print_banner(&config, &running).await?;
+    tracing::info!(http = %running.http, relay = ?running.relay, "serving");
+    wait_for_signal().await;
+    running.stop().await;
+    Ok(())
+}
+
+/// A started daemon: where it listens, and the handles to stop it.
+pub struct Running {
+    pub http: std::net::SocketAddr,
+    pub http_tls: bool,
+    pub relay: Option<std::net::SocketAddr>,
+    pub smtp: Vec<(smtp::Listener, std::net::SocketAddr)>,
+    pub custody: Custody,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    grace: Duration,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight work finish within the grace period, and closes
+    /// the database.
+    pub async fn stop(self) {
+        tracing::info!("shutting down: no new connections; finishing in-flight work");
+        self.shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(self.grace, self.tasks.wait()).await.is_err() {
+            tracing::warn!("some work did not finish within the grace period");
+        }
+        self.custody.store().close().await;
+        tracing::info!("stopped");
+    }
+}
+
+/// Opens the store and starts every listener and worker the config asks for.
+pub async fn start(config: &Config) -> anyhow::Result<Running> {
+    let config = config.clone();
     let custody = custody::open(&config).await?;
+    let blobs = crate::blob::BlobStore::new(config.server.data_dir.join("blobs"));
     let metrics = Arc::new(Metrics::new());
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -91,6 +133,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let app = http::router(
         HttpState {
             custody: custody.clone(),
+            blobs: blobs.clone(),
             metrics: metrics.clone(),
         },
         &limits,
@@ -116,8 +159,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             gate,
         );
         tasks.spawn(relay.clone().serve(listener, tls, shutdown.clone()));
-        tasks.spawn(relay.prune_loop(shutdown.clone()));
-        Some(bound)
+        tasks.spawn(relay.clone().prune_loop(shutdown.clone()));
+        Some((bound, relay))
     } else {
         None
     };
@@ -128,7 +171,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         opts.clone(),
         RetryTiming::from_config(&config.relay_client),
     );
-    tasks.spawn(outbox.run(shutdown.clone()));
+    tasks.spawn(outbox.clone().run(shutdown.clone()));
+    let courier = Arc::new(Courier::new(
+        custody.clone(),
+        blobs,
+        relay_bound.as_ref().map(|(_, r)| r.clone()),
+        outbox,
+        CourierSettings::from_config(&config),
+    ));
+    let smtp_bound = start_smtp(&config, &custody, courier, &opts, &tasks, &shutdown).await?;
     if !config.relay.read_relays.is_empty() {
         tasks.spawn(follow_read_relays(
             custody.clone(),
@@ -138,27 +189,57 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         ));
     }
 
-    print_banner(
-        &config,
-        &custody,
-        http_bound,
-        http_tls.is_some(),
-        relay_bound,
-    )
-    .await?;
-    tracing::info!(http = %http_bound, relay = ?relay_bound, "serving");
+    Ok(Running {
+        http: http_bound,
+        http_tls: http_tls.is_some(),
+        relay: relay_bound.map(|(a, _)| a),
+        smtp: smtp_bound,
+        custody,
+        shutdown,
+        tasks,
+        grace: Duration::from_secs(config.limits.shutdown_grace_seconds + 5),
+    })
+}
 
-    wait_for_signal().await;
-    tracing::info!("shutting down: no new connections; finishing in-flight work");
-    shutdown.cancel();
-    tasks.close();
-    let grace = Duration::from_secs(config.limits.shutdown_grace_seconds + 5);
-    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
-        tracing::warn!("some work did not finish within the grace period");
+/// Binds the SMTP listeners and starts a server on each.
+async fn start_smtp(
+    config: &Config,
+    custody: &Custody,
+    courier: Arc<Courier>,
+    opts: &ClientOptions,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Vec<(smtp::Listener, std::net::SocketAddr)>> {
+    let listeners = smtp::bind(config).await?;
+    if listeners.is_empty() {
+        return Ok(Vec::new());
     }
-    custody.store().close().await;
-    tracing::info!("stopped");
-    Ok(())
+    let (cert, key) = crate::tls::certificate_files(config)?;
+    let tls = tokio_rustls::TlsAcceptor::from(crate::tls::server_config(&cert, &key, &[])?);
+    let verifier = smtp::verify::Verifier::new(
+        smtp::verify::authenticator(&config.dns)?,
+        &config.server.hostname,
+        &config.smtp,
+    );
+    let server = smtp::SmtpServer::new(
+        smtp::SmtpSettings {
+            hostname: config.server.hostname.clone(),
+            domain: config.server.domain.clone(),
+            smtp: config.smtp.clone(),
+        },
+        custody.clone(),
+        courier,
+        verifier,
+        Arc::new(smtp::AdmitAll),
+        Some(tls),
+        Resolver::new(opts.tls.clone(), None)?,
+    );
+    let mut bound = Vec::new();
+    for (kind, listener, addr) in listeners {
+        tasks.spawn(server.clone().serve(listener, kind, shutdown.clone()));
+        bound.push((kind, addr));
+    }
+    Ok(bound)
 }
 
 /// `relay`: only the relay, on its own store, taking every valid message unless the
@@ -284,13 +365,14 @@ async fn keep_in_inbox(store: &Store, user_id: i64, m: Message) -> anyhow::Resul
     Ok(())
 }
 
-async fn print_banner(
-    config: &Config,
-    custody: &Custody,
-    http: std::net::SocketAddr,
-    tls: bool,
-    relay: Option<std::net::SocketAddr>,
-) -> anyhow::Result<()> {
+async fn print_banner(config: &Config, running: &Running) -> anyhow::Result<()> {
+    let (custody, http, tls, relay, smtp) = (
+        &running.custody,
+        running.http,
+        running.http_tls,
+        running.relay,
+        &running.smtp,
+    );
     let scheme = if tls { "https" } else { "http" };
     let users = custody.list_users().await?;
     println!(
@@ -310,7 +392,15 @@ async fn print_banner(
     for u in &users {
         println!("  user {:<16} {}   {}", u.username, u.email, u.address);
     }
-    println!("Mail clients: this version does not serve SMTP or IMAP yet.");
+    for (kind, addr) in smtp {
+        let what = match kind {
+            smtp::Listener::Mx => "SMTP MX (STARTTLS)",
+            smtp::Listener::Submission => "SMTP submission (STARTTLS, AUTH)",
+            smtp::Listener::Submissions => "SMTP submission (implicit TLS, AUTH)",
+        };
+        println!("  {what} on {addr}");
+    }
+    println!("Mail clients: IMAP is not served yet; submission works.");
     Ok(())
 }
 

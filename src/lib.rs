@@ -3,10 +3,13 @@
 //!
 //! See docs/ARCHITECTURE.md for how the modules fit together.
 
+pub mod blob;
 pub mod client;
 pub mod config;
+pub mod convert;
 pub mod custody;
 pub mod daemon;
+pub mod delivery;
 pub mod dkim;
 pub mod http;
 pub mod lnmp;
@@ -14,5 +17,8 @@ pub mod metrics;
 pub mod quickstart;
 pub mod ratelimit;
 pub mod relay;
+pub mod smtp;
 pub mod store;
+#[doc(hidden)]
+pub mod testing;
 pub mod tls;

@@ -1,5 +1,5 @@
 //! Token buckets: the one rate limiter every listener uses (relay frames and publishes,
-//! and later SMTP and IMAP authentication).
+//! SMTP authentication failures, and later IMAP's).
 
 use std::time::Instant;
 
@@ -28,10 +28,26 @@ impl TokenBucket {
         self.try_take_at(Instant::now())
     }
 
-    fn try_take_at(&mut self, now: Instant) -> bool {
+    /// Whether a token is there, without taking it.
+    pub fn peek(&mut self) -> bool {
+        self.refill(Instant::now());
+        self.tokens >= 1.0
+    }
+
+    /// Whether the bucket is back to its full burst (nothing to remember).
+    pub fn is_full(&mut self) -> bool {
+        self.refill(Instant::now());
+        self.tokens >= self.burst
+    }
+
+    fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+    }
+
+    fn try_take_at(&mut self, now: Instant) -> bool {
+        self.refill(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true

@@ -42,6 +42,7 @@ pub struct UserInfo {
     pub username: String,
     pub email: String,
     pub address: Address,
+    pub pubkey: crate::lnmp::PublicKey,
 }
 
 #[derive(Clone)]
@@ -173,6 +174,7 @@ impl Custody {
             username: row.username.clone(),
             email: format!("{}@{}", row.username, self.domain),
             address,
+            pubkey,
         })
     }
 
@@ -202,6 +204,36 @@ impl Custody {
         )
         .await?;
         self.info(&row)
+    }
+
+    /// The user, or None if there is no such user.
+    pub async fn find_user(&self, username: &str) -> Result<Option<UserInfo>> {
+        users::get(&self.store, username)
+            .await?
+            .map(|r| self.info(&r))
+            .transpose()
+    }
+
+    /// The relay URL the domain's users publish.
+    pub fn relay_url(&self) -> &str {
+        &self.relay_url
+    }
+
+    /// The LNMP identity of an email sender, derived from the master key and the
+    /// address, so the same sender always has the same key and an LNMP reply to it can
+    /// be routed back to email.
+    pub fn legacy_identity(&self, address: &str) -> Identity {
+        let mut input = address.as_bytes().to_vec();
+        // A derived value is a valid secret key except with probability ~2^-128; the
+        // counter makes the derivation total anyway.
+        for counter in 0u8.. {
+            let bytes = self.master.derive(Purpose::LegacySender, &input);
+            if let Ok(id) = Identity::from_secret_bytes(&bytes) {
+                return id;
+            }
+            input.push(counter);
+        }
+        unreachable!("a valid key is found within 256 tries")
     }
 
     pub async fn user(&self, username: &str) -> Result<UserInfo> {

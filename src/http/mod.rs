@@ -1,7 +1,8 @@
-//! The HTTP front, on one port: the address lookup, health, metrics (and later the pay
-//! page, blobs and client autoconfig). HTTPS with the daemon's certificate by default;
+//! The HTTP front, on one port: the address lookup, encrypted blobs, health, metrics
+//! (and later the pay page and client autoconfig). HTTPS with the daemon's certificate by default;
 //! plain HTTP when a reverse proxy terminates TLS.
 
+mod blobs;
 mod lookup;
 
 use crate::custody::Custody;
@@ -26,6 +27,7 @@ use tracing::Instrument;
 #[derive(Clone)]
 pub struct HttpState {
     pub custody: Custody,
+    pub blobs: crate::blob::BlobStore,
     pub metrics: Arc<Metrics>,
 }
 
@@ -41,6 +43,7 @@ pub fn router(state: HttpState, limits: &HttpLimits) -> Router {
     let timeout = limits.request_timeout;
     Router::new()
         .route("/.well-known/lnmp.json", get(lookup::lookup))
+        .route("/ipfs/{cid}", get(blobs::blob))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(

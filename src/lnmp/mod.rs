@@ -20,7 +20,7 @@ pub mod message;
 pub mod seal;
 
 pub use address::Address;
-pub use blob::{FileAttachment, SealedBlob};
+pub use blob::{BlobId, FileAttachment, SealedBlob};
 pub use content::MessageContent;
 pub use error::Error;
 pub use frame::{AuthProof, ClientFrame, Filter, RelayFrame};

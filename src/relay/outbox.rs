@@ -71,13 +71,23 @@ impl Outbox {
 
     /// Queues a signed message for `relays` durably, then wakes the worker.
     pub async fn enqueue(&self, m: &Message, relays: Vec<String>) -> store::Result<()> {
-        let lifetime_end = store::now().saturating_add(self.timing.lifetime.as_secs() as i64);
-        let expires_at = m.expiry.map_or(lifetime_end, |e| {
-            i64::try_from(e).unwrap_or(i64::MAX).min(lifetime_end)
-        });
+        let expires_at = self.lifetime_end(m);
         outbox::enqueue(&self.store, m.id.to_hex(), m.to_json(), relays, expires_at).await?;
         self.wake.notify_one();
         Ok(())
+    }
+
+    /// Wakes the worker after messages were queued by another transaction.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// When a message queued now without an expiry of its own is given up.
+    pub fn lifetime_end(&self, m: &Message) -> i64 {
+        let lifetime_end = store::now().saturating_add(self.timing.lifetime.as_secs() as i64);
+        m.expiry.map_or(lifetime_end, |e| {
+            i64::try_from(e).unwrap_or(i64::MAX).min(lifetime_end)
+        })
     }
 
     async fn connection(&self, url: &str) -> Result<Connection, String> {

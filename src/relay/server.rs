@@ -335,6 +335,12 @@ impl Relay {
         &self.store
     }
 
+    /// Hands a message committed by another part of the daemon (local mail delivery)
+    /// to the live subscribers of its sender and recipients.
+    pub fn announce(&self, message: Message, json: String) {
+        self.hub.deliver(Arc::new(Delivery { message, json }));
+    }
+
     /// Deletes expired messages every hour until `shutdown`.
     pub async fn prune_loop(self: Arc<Self>, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));

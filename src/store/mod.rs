@@ -13,7 +13,10 @@
 
 pub mod contacts;
 pub mod inbox;
+pub mod legacy;
+pub mod mail;
 pub mod mailboxes;
+pub mod outbound;
 pub mod outbox;
 pub mod pricing;
 pub mod relay;

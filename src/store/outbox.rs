@@ -45,23 +45,32 @@ pub async fn enqueue(
 ) -> Result<()> {
     store
         .write(Box::new(move |c| {
-            Box::pin(async move {
-                let t = now();
-                sqlx::query(
-                    "INSERT INTO relay_outbox (message_id, relays, body, next_attempt_at, expires_at, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $4) ON CONFLICT (message_id) DO NOTHING",
-                )
-                .bind(message_id)
-                .bind(relays.join("\n"))
-                .bind(body)
-                .bind(t)
-                .bind(expires_at)
-                .execute(&mut *c)
-                .await?;
-                Ok(())
-            })
+            Box::pin(async move { enqueue_in(c, &message_id, &body, &relays, expires_at).await })
         }))
         .await
+}
+
+/// [`enqueue`] inside the caller's transaction.
+pub(crate) async fn enqueue_in(
+    c: &mut sqlx::AnyConnection,
+    message_id: &str,
+    body: &str,
+    relays: &[String],
+    expires_at: i64,
+) -> Result<()> {
+    let t = now();
+    sqlx::query(
+        "INSERT INTO relay_outbox (message_id, relays, body, next_attempt_at, expires_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $4) ON CONFLICT (message_id) DO NOTHING",
+    )
+    .bind(message_id)
+    .bind(relays.join("\n"))
+    .bind(body)
+    .bind(t)
+    .bind(expires_at)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
 }
 
 /// Claims up to `max` due messages for `lease` seconds.

@@ -31,7 +31,7 @@ pub async fn insert(store: &Store, incoming: Incoming) -> Result<Stored> {
         .await
 }
 
-async fn insert_in(c: &mut AnyConnection, i: &Incoming) -> Result<Stored> {
+pub(crate) async fn insert_in(c: &mut AnyConnection, i: &Incoming) -> Result<Stored> {
     let m = &i.message;
     let id = m.id.to_hex();
     let exists: Option<i64> = sqlx::query_scalar("SELECT seq FROM relay_messages WHERE id = $1")

@@ -1,0 +1,108 @@
+//! The daemon's blob store: encrypted attachment blobs on disk, named by the CIDv1 of
+//! their bytes, so a blob is its own checksum and a second copy of the same bytes costs
+//! nothing. Blobs are written and synced before the message that names them is
+//! committed; a crash in between leaves an unreferenced blob, never a dangling
+//! reference. Served read-only at /ipfs/<cid> on the HTTP port.
+
+use crate::lnmp::BlobId;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("blob store {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the blob writer task failed: {0}")]
+    Task(String),
+}
+
+/// A folder of blobs, fanned out by the last two characters of the CID so no folder
+/// grows without bound.
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    dir: PathBuf,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
+    move |source| BlobError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl BlobStore {
+    pub fn new(dir: impl Into<PathBuf>) -> BlobStore {
+        BlobStore { dir: dir.into() }
+    }
+
+    fn path_of(&self, id: &BlobId) -> PathBuf {
+        let name = id.to_string();
+        let fan = &name[name.len().saturating_sub(2)..];
+        self.dir.join(fan).join(name)
+    }
+
+    /// Stores `bytes` durably (written, synced, renamed into place, folder synced) and
+    /// returns their CID. Storing bytes already present only returns the CID.
+    pub async fn put(&self, bytes: Vec<u8>) -> Result<BlobId, BlobError> {
+        let id = BlobId::of(&bytes);
+        let path = self.path_of(&id);
+        tokio::task::spawn_blocking(move || write_durably(&path, &bytes))
+            .await
+            .map_err(|e| BlobError::Task(e.to_string()))??;
+        Ok(id)
+    }
+
+    /// The blob's bytes, or None if this store does not hold it.
+    pub async fn get(&self, id: &BlobId) -> Result<Option<Vec<u8>>, BlobError> {
+        let path = self.path_of(id);
+        match tokio::fs::read(&path).await {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+}
+
+fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), BlobError> {
+    if path.exists() {
+        return Ok(());
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io(dir))?;
+    tmp.write_all(bytes).map_err(io(path))?;
+    tmp.as_file().sync_all().map_err(io(path))?;
+    tmp.persist(path).map_err(|e| io(path)(e.error))?;
+    // The rename is durable only once the folder entry is.
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn stores_by_content_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::new(dir.path().join("blobs"));
+        let id = store.put(b"sealed bytes".to_vec()).await.unwrap();
+        assert_eq!(id, BlobId::of(b"sealed bytes"));
+        assert_eq!(store.put(b"sealed bytes".to_vec()).await.unwrap(), id);
+        assert_eq!(store.get(&id).await.unwrap().unwrap(), b"sealed bytes");
+        assert_eq!(store.get(&BlobId::of(b"other")).await.unwrap(), None);
+        let name = id.to_string();
+        assert!(
+            dir.path()
+                .join("blobs")
+                .join(&name[name.len() - 2..])
+                .join(&name)
+                .is_file()
+        );
+    }
+}

@@ -1,0 +1,272 @@
+//! The SMTP server: the MX (mail from the email world, port 25, STARTTLS), submission
+//! (port 587, STARTTLS and AUTH) and submissions (port 465, implicit TLS), one session
+//! state machine on smtp-proto's parser over tokio.
+//!
+//! What a session accepts goes to [`crate::delivery::Courier`], which commits it before
+//! the session answers 250. On the MX, the SPF/DKIM/DMARC verdict ([`verify`]) and the
+//! [`Admission`] decision (the paywall's seam) come between the end of DATA and the
+//! commit, so mail is refused inside the session rather than bounced later.
+
+pub mod data;
+mod recipient;
+pub mod reply;
+mod sasl;
+mod session;
+pub mod verify;
+
+use crate::custody::Custody;
+use crate::delivery::Courier;
+use crate::ratelimit::TokenBucket;
+use crate::relay::lookup::Resolver;
+use futures_util::future::BoxFuture;
+pub use reply::Reply;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// The kind of an SMTP listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// Mail from the email world for local users; no AUTH, no relaying.
+    Mx,
+    /// Mail clients: STARTTLS, then AUTH, then mail to anywhere.
+    Submission,
+    /// Mail clients over implicit TLS.
+    Submissions,
+}
+
+impl Listener {
+    pub fn name(self) -> &'static str {
+        match self {
+            Listener::Mx => "mx",
+            Listener::Submission => "submission",
+            Listener::Submissions => "submissions",
+        }
+    }
+}
+
+/// A message the MX has read, checked and is about to deliver: what the paywall
+/// decides on.
+pub struct InboundMail<'a> {
+    pub peer: IpAddr,
+    pub helo: &'a str,
+    pub mail_from: &'a str,
+    pub recipients: &'a [crate::custody::UserInfo],
+    pub raw: &'a [u8],
+    pub verdict: &'a verify::Verdict,
+}
+
+/// What happens to a message from the email world once it has been read.
+pub enum Admit {
+    /// Deliver it now.
+    Deliver,
+    /// Answer with this reply instead of delivering (e.g. payment required).
+    Refuse(Reply),
+}
+
+/// The seam where the paywall decides, inside the session and after DATA, whether a
+/// stranger must pay before their mail is delivered.
+pub trait Admission: Send + Sync {
+    fn admit<'a>(&'a self, mail: &'a InboundMail<'a>) -> BoxFuture<'a, Admit>;
+}
+
+/// Delivers everything: the behaviour until the paywall takes this seam.
+pub struct AdmitAll;
+
+impl Admission for AdmitAll {
+    fn admit<'a>(&'a self, _: &'a InboundMail<'a>) -> BoxFuture<'a, Admit> {
+        Box::pin(async { Admit::Deliver })
+    }
+}
+
+/// The server's settings, taken from the config.
+#[derive(Debug, Clone)]
+pub struct SmtpSettings {
+    pub hostname: String,
+    pub domain: String,
+    pub smtp: crate::config::Smtp,
+}
+
+/// Failed AUTH attempts per IP address and per user: a bucket each, refilled over
+/// the configured window.
+struct AuthLimiter {
+    per_ip: HashMap<IpAddr, TokenBucket>,
+    per_user: HashMap<String, TokenBucket>,
+    ip_burst: u32,
+    user_burst: u32,
+    window: Duration,
+}
+
+impl AuthLimiter {
+    fn bucket(burst: u32, window: Duration) -> TokenBucket {
+        TokenBucket::new(f64::from(burst.max(1)) / window.as_secs_f64(), burst.max(1))
+    }
+
+    /// Whether another attempt may be checked for this IP and user.
+    fn allowed(&mut self, ip: IpAddr, user: &str) -> bool {
+        let ip_ok = self.per_ip.get_mut(&ip).is_none_or(|b| b.peek());
+        let user_ok = self.per_user.get_mut(user).is_none_or(|b| b.peek());
+        ip_ok && user_ok
+    }
+
+    fn failed(&mut self, ip: IpAddr, user: &str) {
+        let (ib, ub, w) = (self.ip_burst, self.user_burst, self.window);
+        self.per_ip
+            .entry(ip)
+            .or_insert_with(|| Self::bucket(ib, w))
+            .try_take();
+        self.per_user
+            .entry(user.to_owned())
+            .or_insert_with(|| Self::bucket(ub, w))
+            .try_take();
+        // Keep memory bounded under a spray of addresses or names.
+        if self.per_ip.len() > 100_000 {
+            self.per_ip.retain(|_, b| !b.is_full());
+        }
+        if self.per_user.len() > 100_000 {
+            self.per_user.retain(|_, b| !b.is_full());
+        }
+    }
+}
+
+pub struct SmtpServer {
+    settings: SmtpSettings,
+    custody: Custody,
+    courier: Arc<Courier>,
+    verifier: verify::Verifier,
+    admission: Arc<dyn Admission>,
+    tls: Option<TlsAcceptor>,
+    lookup: Resolver,
+    auth_limits: Mutex<AuthLimiter>,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    connections: AtomicUsize,
+}
+
+/// Releases a connection's slots when its session ends, however it ends.
+struct Slot {
+    server: Arc<SmtpServer>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.server.connections.fetch_sub(1, Ordering::Relaxed);
+        let mut m = self.server.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl SmtpServer {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        settings: SmtpSettings,
+        custody: Custody,
+        courier: Arc<Courier>,
+        verifier: verify::Verifier,
+        admission: Arc<dyn Admission>,
+        tls: Option<TlsAcceptor>,
+        lookup: Resolver,
+    ) -> Arc<SmtpServer> {
+        let s = &settings.smtp;
+        let auth_limits = AuthLimiter {
+            per_ip: HashMap::new(),
+            per_user: HashMap::new(),
+            ip_burst: s.auth_failures_per_ip,
+            user_burst: s.auth_failures_per_user,
+            window: Duration::from_secs(s.auth_window_seconds),
+        };
+        Arc::new(SmtpServer {
+            settings,
+            custody,
+            courier,
+            verifier,
+            admission,
+            tls,
+            lookup,
+            auth_limits: Mutex::new(auth_limits),
+            per_ip: Mutex::new(HashMap::new()),
+            connections: AtomicUsize::new(0),
+        })
+    }
+
+    /// Takes a connection slot for `ip`, or None when a limit is reached.
+    fn admit_connection(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+        let s = &self.settings.smtp;
+        let mut m = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= s.max_connections_per_ip
+            || self.connections.load(Ordering::Relaxed) >= s.max_connections
+        {
+            if *n == 0 {
+                m.remove(&ip);
+            }
+            return None;
+        }
+        *n += 1;
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        Some(Slot {
+            server: self.clone(),
+            ip,
+        })
+    }
+
+    /// Accepts connections on `listener` until `shutdown`, a session each.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, kind: Listener, shutdown: CancellationToken) {
+        let tracker = tokio_util::task::TaskTracker::new();
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                a = listener.accept() => match a {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, listener = kind.name(), "SMTP accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let server = self.clone();
+            let shutdown = shutdown.clone();
+            let span = tracing::info_span!("smtp", listener = kind.name(), %peer);
+            tracker.spawn(
+                async move {
+                    let Some(slot) = server.admit_connection(peer.ip()) else {
+                        session::refuse_busy(tcp, &server.settings.hostname).await;
+                        return;
+                    };
+                    session::run(server.clone(), tcp, peer, kind, shutdown).await;
+                    drop(slot);
+                }
+                .instrument(span),
+            );
+        }
+        tracker.close();
+        tracker.wait().await;
+    }
+}
+
+/// Binds every configured SMTP listener.
+pub async fn bind(config: &crate::config::Config) -> anyhow::Result<Vec<(Listener, TcpListener, SocketAddr)>> {
+    use anyhow::Context;
+    let mut out = Vec::new();
+    for (kind, addr) in config.smtp_listeners() {
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (smtp.{}_listen)", kind.name()))?;
+        let bound = l.local_addr()?;
+        out.push((kind, l, bound));
+    }
+    Ok(out)
+}

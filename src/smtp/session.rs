@@ -1,0 +1,851 @@
+//! One SMTP session: reading commands (pipelined), answering them, STARTTLS, AUTH,
+//! the transaction, and handing the message over at its end.
+
+use super::data::{DataProblem, DataReader, check_chunked};
+use super::{Admit, InboundMail, Listener, Reply, SmtpServer, recipient, sasl, verify};
+use crate::custody::UserInfo;
+use crate::delivery::{BridgedMail, Route};
+use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, Request};
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+
+/// The connection, before or after TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Why a session ends early.
+enum End {
+    /// The peer closed, timed out or broke the connection; nothing more to say.
+    Gone,
+    /// Say this, then close.
+    Close(Reply),
+}
+
+impl From<std::io::Error> for End {
+    fn from(_: std::io::Error) -> End {
+        End::Gone
+    }
+}
+
+/// Answers a connection over the limits with 421 and closes it.
+pub(super) async fn refuse_busy(mut tcp: TcpStream, hostname: &str) {
+    let mut out = Vec::new();
+    Reply::new(421, "4.7.0", format!("{hostname} too many connections; try again later"))
+        .write_to(&mut out);
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.write_all(&out)).await;
+}
+
+/// The envelope of the transaction in progress.
+#[derive(Default)]
+struct Transaction {
+    mail_from: Option<String>,
+    routes: Vec<Route>,
+    /// Addresses as given, for the Received header.
+    rcpt_addresses: Vec<String>,
+    /// BDAT chunks so far, and whether a limit was passed on the way.
+    chunks: Vec<u8>,
+    chunk_problem: Option<DataProblem>,
+    chunking: bool,
+}
+
+struct Session {
+    server: Arc<SmtpServer>,
+    kind: Listener,
+    peer: SocketAddr,
+    stream: Option<Stream>,
+    inbuf: Vec<u8>,
+    /// Where unread input starts in `inbuf`.
+    start: usize,
+    out: Vec<u8>,
+    helo: Option<String>,
+    esmtp: bool,
+    tls: bool,
+    user: Option<UserInfo>,
+    tx: Transaction,
+    messages: usize,
+    junk: usize,
+    errors: usize,
+    deadline: Instant,
+    shutdown: CancellationToken,
+    id: u64,
+}
+
+pub(super) async fn run(
+    server: Arc<SmtpServer>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    kind: Listener,
+    shutdown: CancellationToken,
+) {
+    let deadline = Instant::now() + Duration::from_secs(server.settings.smtp.session_timeout_seconds);
+    let mut s = Session {
+        server,
+        kind,
+        peer,
+        stream: Some(Stream::Plain(tcp)),
+        inbuf: Vec::with_capacity(8192),
+        start: 0,
+        out: Vec::with_capacity(1024),
+        helo: None,
+        esmtp: false,
+        tls: false,
+        user: None,
+        tx: Transaction::default(),
+        messages: 0,
+        junk: 0,
+        errors: 0,
+        deadline,
+        shutdown,
+        id: rand_core::RngCore::next_u64(&mut rand_core::OsRng),
+    };
+    if kind == Listener::Submissions && !s.start_tls().await {
+        return;
+    }
+    match s.serve().await {
+        Ok(()) | Err(End::Gone) => {}
+        Err(End::Close(r)) => {
+            s.reply(r);
+            let _ = s.flush().await;
+        }
+    }
+    if let Some(mut st) = s.stream.take() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), st.shutdown()).await;
+    }
+}
+
+fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+    }
+}
+
+/// A read of a line: the bytes up to and including LF, or (`complete == false`) the
+/// first `max` bytes of a longer line.
+struct Piece {
+    bytes: Vec<u8>,
+    complete: bool,
+}
+
+impl Session {
+    fn settings(&self) -> &crate::config::Smtp {
+        &self.server.settings.smtp
+    }
+
+    fn hostname(&self) -> &str {
+        &self.server.settings.hostname
+    }
+
+    fn reply(&mut self, r: Reply) {
+        r.write_to(&mut self.out);
+    }
+
+    async fn flush(&mut self) -> Result<(), End> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let stream = self.stream.as_mut().ok_or(End::Gone)?;
+        match tokio::time::timeout(Duration::from_secs(60), stream.write_all(&self.out)).await {
+            Ok(Ok(())) => {}
+            _ => return Err(End::Gone),
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(60), stream.flush()).await;
+        self.out.clear();
+        Ok(())
+    }
+
+    /// Reads more input, waiting at most `timeout` (and never past the session's end).
+    async fn fill(&mut self, timeout: Duration) -> Result<(), End> {
+        // Replies to pipelined commands go out in one write, when input runs dry.
+        self.flush().await?;
+        if self.start > 0 {
+            self.inbuf.drain(..self.start);
+            self.start = 0;
+        }
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(End::Close(Reply::new(421, "4.4.2", format!("{} session time limit reached", self.hostname()))));
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        let stream = self.stream.as_mut().ok_or(End::Gone)?;
+        let read = tokio::select! {
+            r = tokio::time::timeout(timeout.min(left), stream.read(&mut chunk)) => r,
+            _ = self.shutdown.cancelled() => {
+                return Err(End::Close(Reply::new(421, "4.3.2", format!("{} shutting down", self.server.settings.hostname))));
+            }
+        };
+        match read {
+            Err(_) => Err(End::Close(Reply::new(421, "4.4.2", format!("{} timeout exceeded", self.hostname())))),
+            Ok(Err(_)) | Ok(Ok(0)) => Err(End::Gone),
+            Ok(Ok(n)) => {
+                self.inbuf.extend_from_slice(&chunk[..n]);
+                Ok(())
+            }
+        }
+    }
+
+    /// The next line, or the first `max` bytes of an over-long one.
+    async fn read_piece(&mut self, max: usize, timeout: Duration) -> Result<Piece, End> {
+        loop {
+            let avail = &self.inbuf[self.start..];
+            if let Some(i) = avail.iter().position(|&b| b == b'\n')
+                && i < max
+            {
+                let bytes = avail[..=i].to_vec();
+                self.start += i + 1;
+                return Ok(Piece { bytes, complete: true });
+            }
+            if avail.len() >= max {
+                let bytes = avail[..max].to_vec();
+                self.start += max;
+                return Ok(Piece { bytes, complete: false });
+            }
+            self.fill(timeout).await?;
+        }
+    }
+
+    /// Exactly `n` bytes (a BDAT chunk), kept only while `keep` allows.
+    async fn read_exact_into(&mut self, mut n: usize, sink: &mut Vec<u8>, limit: usize) -> Result<bool, End> {
+        let timeout = Duration::from_secs(self.settings().data_timeout_seconds);
+        let mut within = true;
+        while n > 0 {
+            if self.start == self.inbuf.len() {
+                self.fill(timeout).await?;
+            }
+            let avail = &self.inbuf[self.start..];
+            let take = avail.len().min(n);
+            if within && sink.len() + take <= limit {
+                sink.extend_from_slice(&avail[..take]);
+            } else {
+                within = false;
+            }
+            self.start += take;
+            n -= take;
+        }
+        Ok(within)
+    }
+
+    /// Counts an error reply; too many end the session.
+    fn error(&mut self, r: Reply) -> Result<(), End> {
+        self.errors += 1;
+        self.reply(r);
+        if self.errors >= self.settings().max_errors {
+            return Err(End::Close(Reply::new(421, "4.7.0", format!("{} too many errors", self.hostname()))));
+        }
+        Ok(())
+    }
+
+    fn junk(&mut self) -> Result<(), End> {
+        self.junk += 1;
+        if self.junk > self.settings().max_junk_commands {
+            return Err(End::Close(Reply::new(421, "4.7.0", format!("{} too many commands", self.hostname()))));
+        }
+        Ok(())
+    }
+
+    /// TLS over the connection. False if the handshake failed (the session is over).
+    async fn start_tls(&mut self) -> bool {
+        let Some(acceptor) = self.server.tls.clone() else {
+            return false;
+        };
+        let Some(Stream::Plain(tcp)) = self.stream.take() else {
+            return false;
+        };
+        match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => {
+                self.stream = Some(Stream::Tls(Box::new(tls)));
+                self.tls = true;
+                true
+            }
+            _ => {
+                tracing::debug!("TLS handshake failed or timed out");
+                false
+            }
+        }
+    }
+
+    fn auth_offered(&self) -> bool {
+        self.kind != Listener::Mx
+            && (self.tls || (self.settings().allow_plaintext_auth_on_loopback && is_loopback(self.peer.ip())))
+    }
+
+    fn ehlo_lines(&self, host: &str) -> Vec<String> {
+        let s = self.settings();
+        let mut lines = vec![
+            format!("{} Hello {host} [{}]", self.hostname(), self.peer.ip()),
+            "PIPELINING".into(),
+            format!("SIZE {}", s.max_message_bytes),
+        ];
+        if !self.tls && self.server.tls.is_some() {
+            lines.push("STARTTLS".into());
+        }
+        if self.auth_offered() && self.user.is_none() {
+            lines.push("AUTH PLAIN LOGIN".into());
+        }
+        lines.extend(["ENHANCEDSTATUSCODES", "8BITMIME", "SMTPUTF8", "CHUNKING"].map(String::from));
+        lines
+    }
+
+    async fn serve(&mut self) -> Result<(), End> {
+        self.reply(Reply::multi(220, vec![format!("{} ESMTP lnmp-bridge", self.hostname())]));
+        loop {
+            let max = self.settings().max_command_line;
+            let timeout = Duration::from_secs(self.settings().command_timeout_seconds);
+            let piece = self.read_piece(max, timeout).await?;
+            if !piece.complete {
+                // Skip the rest of the line, then refuse it.
+                loop {
+                    if self.read_piece(max, timeout).await?.complete {
+                        break;
+                    }
+                }
+                self.error(Reply::new(500, "5.5.2", "line too long"))?;
+                continue;
+            }
+            let line = piece.bytes;
+            let parsed = Request::parse(&mut line.iter()).map(|r| match r {
+                Request::Ehlo { host } => Request::Ehlo { host: host.into_owned() },
+                Request::Helo { host } => Request::Helo { host: host.into_owned() },
+                Request::Lhlo { host } => Request::Lhlo { host: host.into_owned() },
+                Request::Mail { from } => Request::Mail { from: from.into_owned() },
+                Request::Rcpt { to } => Request::Rcpt { to: to.into_owned() },
+                Request::Bdat { chunk_size, is_last } => Request::Bdat { chunk_size, is_last },
+                Request::Auth { mechanism, initial_response } => Request::Auth {
+                    mechanism,
+                    initial_response: initial_response.into_owned(),
+                },
+                Request::Noop { value } => Request::Noop { value: value.into_owned() },
+                Request::Vrfy { value } => Request::Vrfy { value: value.into_owned() },
+                Request::Expn { value } => Request::Expn { value: value.into_owned() },
+                Request::Help { value } => Request::Help { value: value.into_owned() },
+                Request::Etrn { name } => Request::Etrn { name: name.into_owned() },
+                Request::Atrn { .. } => Request::Atrn { domains: Vec::new() },
+                Request::Burl { uri, is_last } => Request::Burl { uri: uri.into_owned(), is_last },
+                Request::StartTls => Request::StartTls,
+                Request::Data => Request::Data,
+                Request::Rset => Request::Rset,
+                Request::Quit => Request::Quit,
+            });
+            let request: Request<String> = match parsed {
+                Ok(r) => r,
+                Err(e) => {
+                    let r = match e {
+                        smtp_proto::Error::UnknownCommand => {
+                            self.junk()?;
+                            Reply::new(500, "5.5.1", "command unrecognized")
+                        }
+                        smtp_proto::Error::InvalidSenderAddress => Reply::new(501, "5.1.7", "bad sender address syntax"),
+                        smtp_proto::Error::InvalidRecipientAddress => Reply::new(501, "5.1.3", "bad recipient address syntax"),
+                        smtp_proto::Error::SyntaxError { syntax } => Reply::new(501, "5.5.4", format!("syntax: {syntax}")),
+                        smtp_proto::Error::InvalidParameter { param } => Reply::new(501, "5.5.4", format!("invalid parameter {param}")),
+                        smtp_proto::Error::UnsupportedParameter { param } => Reply::new(555, "5.5.4", format!("unsupported parameter {param}")),
+                        _ => Reply::new(500, "5.5.2", "syntax error"),
+                    };
+                    self.error(r)?;
+                    continue;
+                }
+            };
+            match request {
+                Request::Ehlo { host } => self.hello(host, true)?,
+                Request::Helo { host } => self.hello(host, false)?,
+                Request::Lhlo { .. } => self.error(Reply::new(500, "5.5.1", "this is not an LMTP server"))?,
+                Request::StartTls => {
+                    if self.tls {
+                        self.error(Reply::new(503, "5.5.1", "TLS already active"))?;
+                    } else if self.server.tls.is_none() {
+                        self.error(Reply::new(502, "5.5.1", "STARTTLS not available"))?;
+                    } else {
+                        self.reply(Reply::new(220, "2.0.0", "ready to start TLS"));
+                        self.flush().await?;
+                        // Anything the client pipelined after STARTTLS was sent in the
+                        // clear and must not be read as if it came over TLS.
+                        if self.start < self.inbuf.len() {
+                            tracing::info!("discarding plaintext pipelined after STARTTLS");
+                        }
+                        self.inbuf.clear();
+                        self.start = 0;
+                        if !self.start_tls().await {
+                            return Err(End::Gone);
+                        }
+                        // RFC 3207 4.2: forget everything learned before TLS.
+                        self.helo = None;
+                        self.esmtp = false;
+                        self.user = None;
+                        self.tx = Transaction::default();
+                    }
+                }
+                Request::Auth { mechanism, initial_response } => self.auth(mechanism, initial_response).await?,
+                Request::Mail { from } => self.mail(from)?,
+                Request::Rcpt { to } => self.rcpt(to.address).await?,
+                Request::Data => self.data().await?,
+                Request::Bdat { chunk_size, is_last } => self.bdat(chunk_size, is_last).await?,
+                Request::Rset => {
+                    self.junk()?;
+                    self.tx = Transaction::default();
+                    self.reply(Reply::new(250, "2.0.0", "ok"));
+                }
+                Request::Noop { .. } => {
+                    self.junk()?;
+                    self.reply(Reply::new(250, "2.0.0", "ok"));
+                }
+                Request::Vrfy { .. } => {
+                    // Never a way to learn who exists here.
+                    self.junk()?;
+                    self.reply(Reply::new(252, "2.5.0", "cannot VRFY; send some mail and see"));
+                }
+                Request::Help { .. } => {
+                    self.junk()?;
+                    self.reply(Reply::new(214, "2.0.0", "see RFC 5321"));
+                }
+                Request::Expn { .. } | Request::Etrn { .. } | Request::Atrn { .. } | Request::Burl { .. } => {
+                    self.junk()?;
+                    self.error(Reply::new(502, "5.5.1", "command not implemented"))?;
+                }
+                Request::Quit => {
+                    self.reply(Reply::new(221, "2.0.0", format!("{} closing connection", self.hostname())));
+                    self.flush().await?;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn hello(&mut self, host: String, esmtp: bool) -> Result<(), End> {
+        let host = host.trim().to_owned();
+        if host.is_empty() || host.len() > 255 {
+            return self.error(Reply::new(501, "5.5.4", "syntax: EHLO hostname"));
+        }
+        self.tx = Transaction::default();
+        if esmtp {
+            let lines = self.ehlo_lines(&host);
+            self.reply(Reply::multi(250, lines));
+        } else {
+            let text = format!("{} Hello {host}", self.hostname());
+            self.reply(Reply::multi(250, vec![text]));
+        }
+        self.helo = Some(host);
+        self.esmtp = esmtp;
+        Ok(())
+    }
+
+    async fn read_sasl_line(&mut self, challenge: &str) -> Result<String, End> {
+        self.reply(Reply::multi(334, vec![challenge.to_owned()]));
+        let timeout = Duration::from_secs(self.settings().command_timeout_seconds);
+        let piece = self.read_piece(self.settings().max_command_line, timeout).await?;
+        if !piece.complete {
+            return Ok(String::from("\u{0}"));
+        }
+        Ok(String::from_utf8_lossy(&piece.bytes).trim_end_matches(['\r', '\n']).to_owned())
+    }
+
+    async fn auth(&mut self, mechanism: u64, initial: String) -> Result<(), End> {
+        if !self.auth_offered() {
+            let r = if self.kind == Listener::Mx {
+                Reply::new(503, "5.5.1", "AUTH is not available on this port; use submission")
+            } else {
+                Reply::new(538, "5.7.11", "encryption required: use STARTTLS first")
+            };
+            return self.error(r);
+        }
+        if self.helo.is_none() {
+            return self.error(Reply::new(503, "5.5.1", "send EHLO first"));
+        }
+        if self.user.is_some() {
+            return self.error(Reply::new(503, "5.5.1", "already authenticated"));
+        }
+        if self.tx.mail_from.is_some() {
+            return self.error(Reply::new(503, "5.5.1", "AUTH not allowed during a mail transaction"));
+        }
+        let creds = if mechanism == AUTH_PLAIN {
+            let response = if initial.is_empty() { self.read_sasl_line("").await? } else { initial };
+            sasl::decode(&response).and_then(|m| sasl::plain(&m))
+        } else if mechanism == AUTH_LOGIN {
+            let user = if initial.is_empty() { self.read_sasl_line("VXNlcm5hbWU6").await? } else { initial };
+            match sasl::decode(&user).and_then(|u| sasl::text(&u)) {
+                Ok(username) => {
+                    let pass = self.read_sasl_line("UGFzc3dvcmQ6").await?;
+                    sasl::decode(&pass).and_then(|p| sasl::text(&p)).map(|password| sasl::Credentials {
+                        username,
+                        password: zeroize::Zeroizing::new(password),
+                    })
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            return self.error(Reply::new(504, "5.5.4", "unrecognized authentication mechanism; use PLAIN or LOGIN"));
+        };
+        let creds = match creds {
+            Ok(c) => c,
+            Err(sasl::SaslError::Cancelled) => return self.error(Reply::new(501, "5.0.0", "authentication cancelled")),
+            Err(sasl::SaslError::Malformed) => return self.error(Reply::new(501, "5.5.2", "malformed authentication response")),
+        };
+        // Mail clients log in with the full address; the user name is its local part.
+        let domain = self.server.settings.domain.clone();
+        let name = match creds.username.rsplit_once('@') {
+            Some((n, d)) if d.eq_ignore_ascii_case(&domain) => n.to_ascii_lowercase(),
+            Some(_) => String::new(),
+            None => creds.username.to_ascii_lowercase(),
+        };
+        let ip = self.peer.ip();
+        let allowed = self.server.auth_limits.lock().unwrap_or_else(|p| p.into_inner()).allowed(ip, &name);
+        if !allowed {
+            tracing::warn!(user = %name, "AUTH refused: too many failures");
+            return self.error(Reply::new(454, "4.7.0", "too many failed attempts; try again later"));
+        }
+        let ok = !name.is_empty() && self.server.custody.verify_password(&name, &creds.password).await.unwrap_or(false);
+        let user = if ok { self.server.custody.find_user(&name).await.ok().flatten() } else { None };
+        match user {
+            Some(u) => {
+                tracing::info!(user = %u.username, "authenticated");
+                self.user = Some(u);
+                self.reply(Reply::new(235, "2.7.0", "authentication successful"));
+                Ok(())
+            }
+            None => {
+                self.server.auth_limits.lock().unwrap_or_else(|p| p.into_inner()).failed(ip, &name);
+                tracing::info!(user = %name, "AUTH failed");
+                self.error(Reply::new(535, "5.7.8", "authentication credentials invalid"))
+            }
+        }
+    }
+
+    fn mail(&mut self, from: smtp_proto::MailFrom<String>) -> Result<(), End> {
+        if self.helo.is_none() {
+            return self.error(Reply::new(503, "5.5.1", "send EHLO first"));
+        }
+        if self.kind != Listener::Mx && self.user.is_none() {
+            return self.error(Reply::new(530, "5.7.0", "authentication required"));
+        }
+        if self.tx.mail_from.is_some() {
+            return self.error(Reply::new(503, "5.5.1", "nested MAIL command"));
+        }
+        if self.messages >= self.settings().max_messages_per_session {
+            return Err(End::Close(Reply::new(421, "4.7.0", format!("{} too many messages in one session", self.hostname()))));
+        }
+        if from.size > self.settings().max_message_bytes {
+            return self.error(Reply::new(552, "5.3.4", "message size exceeds the fixed limit"));
+        }
+        let address = from.address;
+        if let Some(user) = &self.user
+            && !owns_address(user, &address)
+        {
+            return self.error(Reply::new(
+                550,
+                "5.7.1",
+                format!("<{address}>: sender address is not yours; use {}", user.email),
+            ));
+        }
+        self.tx = Transaction {
+            mail_from: Some(address),
+            ..Transaction::default()
+        };
+        self.reply(Reply::new(250, "2.1.0", "ok"));
+        Ok(())
+    }
+
+    async fn rcpt(&mut self, address: String) -> Result<(), End> {
+        if self.tx.mail_from.is_none() {
+            return self.error(Reply::new(503, "5.5.1", "need MAIL before RCPT"));
+        }
+        if self.tx.routes.len() >= self.settings().max_recipients {
+            return self.error(Reply::new(452, "4.5.3", "too many recipients"));
+        }
+        let hostname = self.server.settings.hostname.clone();
+        let routed = recipient::route(
+            &self.server.custody,
+            &self.server.lookup,
+            &hostname,
+            &address,
+            self.user.as_ref(),
+        )
+        .await;
+        match routed {
+            Ok(route) => {
+                self.tx.routes.push(route);
+                self.tx.rcpt_addresses.push(address);
+                self.reply(Reply::new(250, "2.1.5", "ok"));
+                Ok(())
+            }
+            Err(r) => self.error(r),
+        }
+    }
+
+    async fn data(&mut self) -> Result<(), End> {
+        if self.tx.mail_from.is_none() {
+            return self.error(Reply::new(503, "5.5.1", "need MAIL before DATA"));
+        }
+        if self.tx.routes.is_empty() {
+            return self.error(Reply::new(554, "5.5.1", "no valid recipients"));
+        }
+        if self.tx.chunking {
+            return self.error(Reply::new(503, "5.5.1", "DATA cannot follow BDAT"));
+        }
+        self.reply(Reply::new(354, "", "end data with <CR><LF>.<CR><LF>"));
+        let s = self.settings().clone();
+        let mut reader = DataReader::new(s.max_message_bytes, s.normalize_bare_newlines);
+        let timeout = Duration::from_secs(s.data_timeout_seconds);
+        loop {
+            let piece = self.read_piece(s.max_data_line, timeout).await?;
+            if reader.push(&piece.bytes, piece.complete) {
+                break;
+            }
+        }
+        let result = reader.finish();
+        self.finish_message(result).await
+    }
+
+    async fn bdat(&mut self, size: usize, last: bool) -> Result<(), End> {
+        let limit = self.settings().max_message_bytes;
+        let mut chunks = std::mem::take(&mut self.tx.chunks);
+        // The chunk is read whatever the answer, so the session stays in step.
+        let within = self.read_exact_into(size, &mut chunks, limit).await?;
+        self.tx.chunks = chunks;
+        if self.tx.mail_from.is_none() {
+            return self.error(Reply::new(503, "5.5.1", "need MAIL before BDAT"));
+        }
+        if self.tx.routes.is_empty() {
+            return self.error(Reply::new(554, "5.5.1", "no valid recipients"));
+        }
+        self.tx.chunking = true;
+        if !within {
+            self.tx.chunks = Vec::new();
+            self.tx.chunk_problem.get_or_insert(DataProblem::TooLarge);
+        }
+        if !last {
+            self.reply(Reply::new(250, "2.0.0", format!("{size} octets received")));
+            return Ok(());
+        }
+        let chunks = std::mem::take(&mut self.tx.chunks);
+        let result = match self.tx.chunk_problem {
+            Some(p) => Err(p),
+            None => check_chunked(chunks, self.settings().normalize_bare_newlines),
+        };
+        self.finish_message(result).await
+    }
+
+    /// Answers the end of a message and resets the transaction.
+    async fn finish_message(&mut self, read: Result<Vec<u8>, DataProblem>) -> Result<(), End> {
+        let tx = std::mem::take(&mut self.tx);
+        let message = match read {
+            Ok(m) => m,
+            Err(p) => {
+                let r = match p {
+                    DataProblem::TooLarge => Reply::new(552, "5.3.4", "message size exceeds the fixed limit"),
+                    DataProblem::LineTooLong => Reply::new(
+                        550,
+                        "5.6.0",
+                        format!("message has a line longer than {} octets", self.settings().max_data_line),
+                    ),
+                    DataProblem::BareNewline => Reply::new(
+                        550,
+                        "5.6.11",
+                        "message contains bare CR or LF; lines must end in CRLF",
+                    ),
+                };
+                return self.error(r);
+            }
+        };
+        self.messages += 1;
+        let reply = match self.kind {
+            Listener::Mx => self.inbound(&tx, message).await,
+            _ => self.submission(&tx, message).await,
+        };
+        if reply.is_positive() {
+            self.reply(reply);
+            Ok(())
+        } else {
+            self.error(reply)
+        }
+    }
+
+    fn received_header(&self, tx: &Transaction) -> String {
+        let with = match (self.esmtp, self.tls, self.user.is_some()) {
+            (false, _, _) => "SMTP",
+            (true, false, false) => "ESMTP",
+            (true, true, false) => "ESMTPS",
+            (true, false, true) => "ESMTPA",
+            (true, true, true) => "ESMTPSA",
+        };
+        let helo: String = self
+            .helo
+            .as_deref()
+            .unwrap_or("unknown")
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .collect();
+        let for_clause = match tx.rcpt_addresses.as_slice() {
+            [one] if !one.is_empty() => format!("\r\n\tfor <{one}>"),
+            _ => String::new(),
+        };
+        let date = mail_builder::headers::date::Date::new(crate::store::now()).to_rfc822();
+        format!(
+            "Received: from {helo} ([{}])\r\n\tby {} (lnmp-bridge) with {with} id {:016x}{for_clause};\r\n\t{date}\r\n",
+            self.peer.ip(),
+            self.hostname(),
+            self.id.wrapping_add(self.messages as u64),
+        )
+    }
+
+    async fn inbound(&mut self, tx: &Transaction, message: Vec<u8>) -> Reply {
+        let mail_from = tx.mail_from.clone().unwrap_or_default();
+        let helo = self.helo.clone().unwrap_or_default();
+        let verdict = self.server.verifier.check(self.peer.ip(), &helo, &mail_from, &message).await;
+        if let verify::Action::Reject(reason) = &verdict.action {
+            return Reply::new(550, "5.7.1", format!("message refused: {reason}"));
+        }
+        let recipients: Vec<UserInfo> = tx
+            .routes
+            .iter()
+            .filter_map(|r| match r {
+                Route::Local(u) => Some(u.clone()),
+                _ => None,
+            })
+            .collect();
+        let decision = self
+            .server
+            .admission
+            .admit(&InboundMail {
+                peer: self.peer.ip(),
+                helo: &helo,
+                mail_from: &mail_from,
+                recipients: &recipients,
+                raw: &message,
+                verdict: &verdict,
+            })
+            .await;
+        if let Admit::Refuse(r) = decision {
+            return r;
+        }
+        let mailbox = if verdict.action == verify::Action::Junk { "Junk" } else { "INBOX" };
+        let mut raw = self.received_header(tx).into_bytes();
+        raw.extend_from_slice(&message);
+        let sender = if mail_from.is_empty() {
+            header_from(&message).unwrap_or_else(|| format!("postmaster@{helo}"))
+        } else {
+            mail_from.clone()
+        };
+        let delivered = self
+            .server
+            .courier
+            .deliver_bridged(BridgedMail {
+                raw: &raw,
+                mail_from: &mail_from,
+                sender: &sender,
+                authentication_results: Some(verdict.authentication_results.clone()),
+                recipients: recipients.into_iter().map(|u| (u, mailbox)).collect(),
+            })
+            .await;
+        match delivered {
+            Ok(ids) => {
+                tracing::info!(from = %mail_from, recipients = ids.len(), mailbox, "delivered");
+                Reply::new(250, "2.0.0", format!("ok: queued as {}", ids.first().map(|s| &s[..16]).unwrap_or("-")))
+            }
+            Err(crate::delivery::DeliveryError::Convert(e)) => Reply::new(554, "5.6.0", format!("message refused: {e}")),
+            Err(e) => {
+                tracing::error!(error = %e, "delivery failed");
+                Reply::new(451, "4.3.0", "local error in processing; try again later")
+            }
+        }
+    }
+
+    async fn submission(&mut self, tx: &Transaction, message: Vec<u8>) -> Reply {
+        let Some(user) = self.user.clone() else {
+            return Reply::new(530, "5.7.0", "authentication required");
+        };
+        // The From header must name the user too, not only the envelope.
+        let froms = header_froms(&message);
+        if froms.is_empty() {
+            return Reply::new(550, "5.6.0", "message has no From address");
+        }
+        if let Some(bad) = froms.iter().find(|f| !owns_address(&user, f)) {
+            return Reply::new(550, "5.7.1", format!("From <{bad}> is not one of your addresses"));
+        }
+        let mut raw = self.received_header(tx).into_bytes();
+        raw.extend_from_slice(&message);
+        let mail_from = tx.mail_from.clone().unwrap_or_default();
+        match self.server.courier.submit(&user, &mail_from, &raw, &tx.routes).await {
+            Ok(()) => {
+                tracing::info!(user = %user.username, recipients = tx.routes.len(), "submitted");
+                Reply::new(250, "2.0.0", "ok: queued")
+            }
+            Err(crate::delivery::DeliveryError::Convert(e)) => Reply::new(554, "5.6.0", format!("message refused: {e}")),
+            Err(e) => {
+                tracing::error!(error = %e, "submission failed");
+                Reply::new(451, "4.3.0", "local error in processing; try again later")
+            }
+        }
+    }
+}
+
+/// Whether `address` is one of the user's: `name@domain` (any +detail) or their LNMP
+/// address.
+fn owns_address(user: &UserInfo, address: &str) -> bool {
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return false;
+    };
+    let Some((_, own_domain)) = user.email.rsplit_once('@') else {
+        return false;
+    };
+    if !domain.eq_ignore_ascii_case(own_domain) {
+        return false;
+    }
+    let (name, checksum) = match local.split_once('#') {
+        Some((n, c)) => (n, Some(c)),
+        None => (local, None),
+    };
+    let name = name.split_once('+').map_or(name, |(n, _)| n);
+    name.eq_ignore_ascii_case(&user.username) && checksum.is_none_or(|c| c == user.address.checksum())
+}
+
+fn header_froms(message: &[u8]) -> Vec<String> {
+    mail_parser::MessageParser::new()
+        .parse_headers(message)
+        .and_then(|m| {
+            m.from()
+                .map(|a| a.iter().filter_map(|x| x.address.as_deref().map(str::to_owned)).collect())
+        })
+        .unwrap_or_default()
+}
+
+fn header_from(message: &[u8]) -> Option<String> {
+    header_froms(message).into_iter().next()
+}

@@ -1,0 +1,3 @@
+//! Helpers for tests and load scripts; not part of the daemon.
+
+pub mod dns;

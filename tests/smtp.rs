@@ -1,0 +1,604 @@
+//! The SMTP server end to end, in process: the whole daemon on loopback ports, a DNS
+//! server of our own for SPF/DKIM/DMARC, lettre as the mail client, and raw sockets for
+//! what a well-behaved client never sends.
+
+mod common;
+
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart, header::ContentType};
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use lnmp_bridge::config::Config;
+use lnmp_bridge::daemon::{self, Running};
+use lnmp_bridge::lnmp::content::RawEmail;
+use lnmp_bridge::lnmp::{Limits, Message, MessageContent};
+use lnmp_bridge::smtp::Listener;
+use lnmp_bridge::store;
+use lnmp_bridge::testing::dns::{self, DnsServer, Zone};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+const DOMAIN: &str = "bridge.test";
+const HOST: &str = "mx.bridge.test";
+const ZONE: &str = "
+example.test TXT \"v=spf1 ip4:127.0.0.1 -all\"
+_dmarc.example.test TXT \"v=DMARC1; p=reject\"
+example.net TXT \"v=spf1 ip4:192.0.2.0/24 -all\"
+_dmarc.example.net TXT \"v=DMARC1; p=reject\"
+";
+
+struct Bridge {
+    running: Option<Running>,
+    _dns: DnsServer,
+    _dir: tempfile::TempDir,
+}
+
+impl Bridge {
+    fn running(&self) -> &Running {
+        self.running.as_ref().unwrap()
+    }
+    fn port(&self, kind: Listener) -> u16 {
+        self.running()
+            .smtp
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .unwrap()
+            .1
+            .port()
+    }
+    fn store(&self) -> &store::Store {
+        self.running().custody.store()
+    }
+    async fn stop(mut self) {
+        self.running.take().unwrap().stop().await;
+    }
+}
+
+async fn bridge(tune: impl FnOnce(&mut Config)) -> Bridge {
+    let dns = dns::serve(Zone::parse(ZONE).unwrap(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.server.domain = DOMAIN.into();
+    config.server.hostname = HOST.into();
+    config.server.data_dir = dir.path().join("data");
+    config.http.listen = "127.0.0.1:0".into();
+    config.relay.listen = "127.0.0.1:0".into();
+    config.smtp.mx_listen = "127.0.0.1:0".into();
+    config.smtp.submission_listen = "127.0.0.1:0".into();
+    config.smtp.submissions_listen = "127.0.0.1:0".into();
+    config.dns.nameservers = vec![dns.addr().to_string()];
+    config.dns.timeout_seconds = 2;
+    tune(&mut config);
+    config.validate().unwrap();
+    let running = daemon::start(&config).await.unwrap();
+    for name in ["alice", "bob"] {
+        running.custody.add_user(name, &format!("pw-of-{name}")).await.unwrap();
+    }
+    Bridge {
+        running: Some(running),
+        _dns: dns,
+        _dir: dir,
+    }
+}
+
+/// The user's INBOX messages, opened with their key.
+async fn inbox_of(b: &Bridge, user: &str, mailbox: &str) -> Vec<(Message, MessageContent)> {
+    let custody = &b.running().custody;
+    let info = custody.user(user).await.unwrap();
+    let identity = custody.identity(user).await.unwrap();
+    let rows = store::mail::list(b.store(), info.id, mailbox).await.unwrap();
+    let bodies = store::inbox::list(b.store(), info.id, 0).await.unwrap();
+    let mut out = Vec::new();
+    for row in rows {
+        let m = bodies
+            .iter()
+            .map(|j| Message::from_json(j.as_bytes(), &Limits::default()).unwrap())
+            .find(|m| m.id.to_hex() == row.message_id)
+            .expect("every filed message is in the inbox");
+        let content = m.open(&identity, &Limits::default()).unwrap();
+        out.push((m, content));
+    }
+    out
+}
+
+fn insecure_tls() -> TlsParameters {
+    TlsParameters::builder(HOST.into())
+        .dangerous_accept_invalid_certs(true)
+        .build_rustls()
+        .unwrap()
+}
+
+fn mx_transport(port: u16) -> AsyncSmtpTransport<Tokio1Executor> {
+    AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
+        .port(port)
+        .tls(Tls::None)
+        .hello_name(lettre::transport::smtp::extension::ClientId::Domain("mail.example.test".into()))
+        .build()
+}
+
+#[tokio::test]
+async fn mail_from_the_email_world_reaches_the_users_inbox_sealed() {
+    let b = bridge(|_| {}).await;
+    let pdf = vec![0x25u8; 5000];
+    let email = lettre::Message::builder()
+        .from("Bob Sender <bob@example.test>".parse::<Mailbox>().unwrap())
+        .to(format!("alice@{DOMAIN}").parse::<Mailbox>().unwrap())
+        .subject("Quarterly numbers ✓")
+        .message_id(Some("<q1@example.test>".into()))
+        .in_reply_to("<q0@example.test>".into())
+        .references("<root@example.test> <q0@example.test>".into())
+        .multipart(
+            MultiPart::mixed()
+                .multipart(MultiPart::alternative_plain_html(
+                    "Plain numbers".to_owned(),
+                    "<p>HTML numbers</p>".to_owned(),
+                ))
+                .singlepart(
+                    Attachment::new("report.pdf".into())
+                        .body(pdf.clone(), ContentType::parse("application/pdf").unwrap()),
+                ),
+        )
+        .unwrap();
+    let sent = email.formatted();
+    mx_transport(b.port(Listener::Mx)).send(email).await.unwrap();
+
+    let inbox = inbox_of(&b, "alice", "INBOX").await;
+    assert_eq!(inbox.len(), 1);
+    let (m, c) = &inbox[0];
+    assert_eq!(c.subject.as_deref(), Some("Quarterly numbers ✓"));
+    assert_eq!(c.body.trim(), "Plain numbers");
+    assert_eq!(c.body_html.as_deref().map(str::trim), Some("<p>HTML numbers</p>"));
+    assert_eq!(c.thread_id.as_deref(), Some("<root@example.test>"));
+    assert_eq!(c.reply_to.as_deref(), Some("<q0@example.test>"));
+
+    // The sender's identity is derived from its address, and remembered for replies.
+    let bob_key = b.running().custody.legacy_identity("bob@example.test").public_key();
+    assert_eq!(m.from, bob_key);
+    assert_eq!(
+        store::legacy::address_of(b.store(), &bob_key.to_hex()).await.unwrap().as_deref(),
+        Some("bob@example.test")
+    );
+
+    // Bridged mail carries its raw bytes and the verdict.
+    let email_part = c.email.as_ref().expect("bridged mail is marked as such");
+    let RawEmail::Inline(raw) = &email_part.raw else {
+        panic!("a small message travels inline");
+    };
+    assert!(raw.starts_with(b"Received: from mail.example.test ([127.0.0.1])"));
+    let at = raw.len() - sent.len() - 2;
+    assert_eq!(&raw[at..], [&sent[..], b"\r\n"].concat(), "the message as sent follows our Received header");
+    assert!(raw[..at].starts_with(b"Received:") && raw[..at].ends_with(b"\r\n"));
+    let ar = email_part.authentication_results.as_deref().unwrap();
+    assert!(ar.starts_with(HOST), "{ar}");
+    assert!(ar.contains("spf=pass"), "{ar}");
+    assert!(ar.contains("dmarc=pass"), "{ar}");
+    assert_eq!(email_part.mail_from.as_deref(), Some("bob@example.test"));
+
+    // The attachment is an encrypted blob served over HTTP by its CID.
+    assert_eq!(c.attachments.len(), 1);
+    let a = &c.attachments[0];
+    assert_eq!((a.filename.as_str(), a.mime_type.as_str(), a.size), ("report.pdf", "application/pdf", 5000));
+    let url = format!("https://{}/ipfs/{}", b.running().http, a.cid);
+    let http = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let blob = http.get(&url).send().await.unwrap();
+    assert_eq!(blob.status(), 200);
+    let blob = blob.bytes().await.unwrap();
+    assert_eq!(&*a.open(&blob).unwrap(), &pdf[..]);
+    let missing = http
+        .get(format!("https://{}/ipfs/{}", b.running().http, lnmp_bridge::lnmp::BlobId::of(b"x")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn dmarc_reject_is_followed_and_failures_can_be_junked() {
+    let b = bridge(|_| {}).await;
+    let mail = |from: &str| {
+        lettre::Message::builder()
+            .from(from.parse::<Mailbox>().unwrap())
+            .to(format!("alice@{DOMAIN}").parse::<Mailbox>().unwrap())
+            .subject("spoof")
+            .body("x".to_owned())
+            .unwrap()
+    };
+    // example.net allows only 192.0.2.0/24 and publishes p=reject.
+    let err = mx_transport(b.port(Listener::Mx))
+        .send(mail("ceo@example.net"))
+        .await
+        .unwrap_err();
+    assert!(err.is_permanent(), "{err}");
+    assert!(err.to_string().contains("DMARC"), "{err}");
+    assert!(inbox_of(&b, "alice", "INBOX").await.is_empty());
+    b.stop().await;
+
+    let b = bridge(|c| c.smtp.dmarc_failure = lnmp_bridge::config::DmarcFailure::Junk).await;
+    mx_transport(b.port(Listener::Mx))
+        .send(mail("ceo@example.net"))
+        .await
+        .unwrap();
+    assert!(inbox_of(&b, "alice", "INBOX").await.is_empty());
+    let junk = inbox_of(&b, "alice", "Junk").await;
+    assert_eq!(junk.len(), 1);
+    let ar = junk[0].1.email.as_ref().unwrap().authentication_results.clone().unwrap();
+    assert!(ar.contains("spf=fail") && ar.contains("dmarc=fail"), "{ar}");
+    b.stop().await;
+}
+
+fn submission(b: &Bridge, user: &str, password: &str, implicit: bool) -> AsyncSmtpTransport<Tokio1Executor> {
+    let (port, tls) = if implicit {
+        (b.port(Listener::Submissions), Tls::Wrapper(insecure_tls()))
+    } else {
+        (b.port(Listener::Submission), Tls::Required(insecure_tls()))
+    };
+    AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
+        .port(port)
+        .tls(tls)
+        .credentials(Credentials::new(user.into(), password.into()))
+        .authentication(vec![Mechanism::Plain])
+        .build()
+}
+
+#[tokio::test]
+async fn users_submit_to_local_users_and_to_the_email_world() {
+    let b = bridge(|_| {}).await;
+    let alice_lnmp = b.running().custody.user("alice").await.unwrap().address.to_string();
+    for (implicit, subject) in [(false, "over STARTTLS"), (true, "over implicit TLS")] {
+        let email = lettre::Message::builder()
+            .from(format!("Alice <alice@{DOMAIN}>").parse::<Mailbox>().unwrap())
+            .to(format!("bob@{DOMAIN}").parse::<Mailbox>().unwrap())
+            .cc("carol@elsewhere.example".parse::<Mailbox>().unwrap())
+            .subject(subject)
+            .singlepart(SinglePart::plain("hello Bob".to_owned()))
+            .unwrap();
+        submission(&b, &format!("alice@{DOMAIN}"), "pw-of-alice", implicit)
+            .send(email)
+            .await
+            .unwrap();
+    }
+    let bob = inbox_of(&b, "bob", "INBOX").await;
+    assert_eq!(bob.len(), 2);
+    let alice_key = b.running().custody.user("alice").await.unwrap().pubkey;
+    assert!(bob.iter().all(|(m, c)| m.from == alice_key && c.email.is_none()));
+    assert_eq!(bob[1].1.subject.as_deref(), Some("over implicit TLS"));
+    assert_eq!(bob[0].1.body.trim(), "hello Bob");
+
+    let queued = store::outbound::queued(b.store()).await.unwrap();
+    assert_eq!(queued.len(), 2);
+    assert!(queued.iter().all(|q| q.recipient == "carol@elsewhere.example" && q.mail_from == format!("alice@{DOMAIN}")));
+
+    // Her LNMP address is hers too, as an envelope and header sender.
+    let email = lettre::Message::builder()
+        .from(alice_lnmp.parse::<Mailbox>().unwrap())
+        .to(format!("bob@{DOMAIN}").parse::<Mailbox>().unwrap())
+        .subject("from my LNMP address")
+        .body("x".to_owned())
+        .unwrap();
+    submission(&b, "alice", "pw-of-alice", false).send(email).await.unwrap();
+
+    // Someone else's From is refused.
+    let forged = lettre::Message::builder()
+        .from(format!("bob@{DOMAIN}").parse::<Mailbox>().unwrap())
+        .to(format!("bob@{DOMAIN}").parse::<Mailbox>().unwrap())
+        .subject("forged")
+        .body("x".to_owned())
+        .unwrap();
+    let err = submission(&b, "alice", "pw-of-alice", false).send(forged).await.unwrap_err();
+    assert!(err.is_permanent(), "{err}");
+    assert_eq!(inbox_of(&b, "bob", "INBOX").await.len(), 3);
+
+    // A wrong password is refused.
+    let email = lettre::Message::builder()
+        .from(format!("alice@{DOMAIN}").parse::<Mailbox>().unwrap())
+        .to(format!("bob@{DOMAIN}").parse::<Mailbox>().unwrap())
+        .subject("x")
+        .body("x".to_owned())
+        .unwrap();
+    let err = submission(&b, "alice", "wrong", false).send(email).await.unwrap_err();
+    assert!(err.to_string().contains("535") || err.is_permanent(), "{err}");
+    b.stop().await;
+}
+
+/// A line-oriented SMTP client for what lettre will not send.
+struct Raw<S> {
+    io: BufReader<S>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
+    /// The next reply: (code, all its lines joined by newlines).
+    async fn reply(&mut self) -> (u16, String) {
+        let mut text = String::new();
+        loop {
+            let mut line = String::new();
+            let n = tokio::time::timeout(std::time::Duration::from_secs(10), self.io.read_line(&mut line))
+                .await
+                .expect("a reply in time")
+                .unwrap();
+            assert!(n > 0, "connection closed; so far: {text}");
+            text.push_str(line.trim_end());
+            text.push('\n');
+            if line.as_bytes().get(3) == Some(&b' ') {
+                return (line[..3].parse().unwrap(), text);
+            }
+        }
+    }
+    async fn send(&mut self, bytes: &[u8]) {
+        self.io.get_mut().write_all(bytes).await.unwrap();
+    }
+    async fn cmd(&mut self, line: &str) -> (u16, String) {
+        self.send(format!("{line}\r\n").as_bytes()).await;
+        self.reply().await
+    }
+    async fn closed(&mut self) -> bool {
+        let mut line = String::new();
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(10), self.io.read_line(&mut line)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+}
+
+async fn raw(port: u16) -> Raw<TcpStream> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut r = Raw { io: BufReader::new(tcp) };
+    assert_eq!(r.reply().await.0, 220);
+    r
+}
+
+async fn tls_upgrade(r: Raw<TcpStream>) -> Raw<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tls = lnmp_bridge::relay::tls::client_config(lnmp_bridge::relay::tls::Trust::Insecure).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(tls);
+    let tcp = r.io.into_inner();
+    let s = connector
+        .connect(rustls_pki_types::ServerName::try_from(HOST).unwrap(), tcp)
+        .await
+        .unwrap();
+    Raw { io: BufReader::new(s) }
+}
+
+#[tokio::test]
+async fn the_mx_is_no_open_relay_whatever_the_address_trick() {
+    let b = bridge(|_| {}).await;
+    let mut s = raw(b.port(Listener::Mx)).await;
+    assert_eq!(s.cmd("EHLO client.example.test").await.0, 250);
+    assert_eq!(s.cmd("MAIL FROM:<bob@example.test>").await.0, 250);
+    let refused = [
+        ("RCPT TO:<victim@elsewhere.example>", 554, "5.7.1"),
+        ("RCPT TO:<victim%elsewhere.example@bridge.test>", 550, "5.1.1"),
+        ("RCPT TO:<\"victim@elsewhere.example\"@bridge.test>", 550, "5.1.1"),
+        ("RCPT TO:<@bridge.test:victim@elsewhere.example>", 554, "5.7.1"),
+        ("RCPT TO:<victim!elsewhere.example@bridge.test>", 550, "5.1.1"),
+        ("RCPT TO:<victim@elsewhere.example@bridge.test>", 501, "5.1.3"),
+        // smtp-proto takes no address literals at all.
+        ("RCPT TO:<victim@[192.0.2.1]>", 501, "5.1.3"),
+        ("RCPT TO:<nobody@bridge.test>", 550, "5.1.1"),
+        ("RCPT TO:<bob@elsewhere.example#x1y2z3@relay.example>", 501, "5.1.3"),
+        ("RCPT TO:<alice#zzzzzz@bridge.test>", 550, "5.1.1"),
+    ];
+    for (cmd, code, status) in refused {
+        let (c, text) = s.cmd(cmd).await;
+        assert_eq!(c, code, "{cmd}: {text}");
+        assert!(text.contains(status), "{cmd}: {text}");
+    }
+    // Local users in every spelling are taken; the session lives on after the refusals.
+    let alice = b.running().custody.user("alice").await.unwrap().address.to_string();
+    for ok in [
+        format!("RCPT TO:<alice@{DOMAIN}>"),
+        format!("RCPT TO:<Alice+lists@{DOMAIN}>"),
+        format!("RCPT TO:<{alice}>"),
+        "RCPT TO:<postmaster>".into(),
+        format!("RCPT TO:<@relay.example:bob@{DOMAIN}>"),
+    ] {
+        let (c, text) = s.cmd(&ok).await;
+        assert_eq!(c, 250, "{ok}: {text}");
+    }
+    assert_eq!(s.cmd("QUIT").await.0, 221);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn smuggled_end_of_data_is_refused_and_the_session_goes_on() {
+    let b = bridge(|_| {}).await;
+    let mut s = raw(b.port(Listener::Mx)).await;
+    s.cmd("EHLO client.example.test").await;
+    assert_eq!(s.cmd("MAIL FROM:<bob@example.test>").await.0, 250);
+    assert_eq!(s.cmd(&format!("RCPT TO:<alice@{DOMAIN}>")).await.0, 250);
+    assert_eq!(s.cmd("DATA").await.0, 354);
+    s.send(
+        format!(
+            "From: bob@example.test\r\nSubject: smuggle\r\n\r\nhello\n.\nMAIL FROM:<evil@example.test>\r\nRCPT TO:<bob@{DOMAIN}>\r\nDATA\r\nSubject: smuggled\r\n\r\nevil\r\n.\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    let (code, text) = s.reply().await;
+    assert_eq!(code, 550, "{text}");
+    assert!(text.contains("bare"), "{text}");
+    // Nothing after the bare LF was read as commands, and the session still works.
+    assert_eq!(s.cmd("RSET").await.0, 250);
+    assert_eq!(s.cmd("MAIL FROM:<bob@example.test>").await.0, 250);
+    assert_eq!(s.cmd(&format!("RCPT TO:<alice@{DOMAIN}>")).await.0, 250);
+    assert_eq!(s.cmd("DATA").await.0, 354);
+    s.send(b"From: bob@example.test\r\nSubject: fine\r\n\r\n..dot\r\n.\r\n").await;
+    assert_eq!(s.reply().await.0, 250);
+    let inbox = inbox_of(&b, "alice", "INBOX").await;
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(inbox[0].1.subject.as_deref(), Some("fine"));
+    assert_eq!(inbox[0].1.body.trim(), ".dot");
+    assert!(inbox_of(&b, "bob", "INBOX").await.is_empty());
+    b.stop().await;
+
+    // With normalize on, the same payload is one message with CRLF line ends.
+    let b = bridge(|c| c.smtp.normalize_bare_newlines = true).await;
+    let mut s = raw(b.port(Listener::Mx)).await;
+    s.cmd("EHLO client.example.test").await;
+    s.cmd("MAIL FROM:<bob@example.test>").await;
+    s.cmd(&format!("RCPT TO:<alice@{DOMAIN}>")).await;
+    s.cmd("DATA").await;
+    s.send(format!("From: bob@example.test\nSubject: one\n\nhello\n.\nRCPT TO:<bob@{DOMAIN}>\r\n.\r\n").as_bytes())
+        .await;
+    assert_eq!(s.reply().await.0, 250);
+    let inbox = inbox_of(&b, "alice", "INBOX").await;
+    assert_eq!(inbox.len(), 1);
+    assert!(inbox[0].1.body.contains("RCPT TO"));
+    assert!(inbox_of(&b, "bob", "INBOX").await.is_empty());
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn starttls_drops_pipelined_plaintext_and_auth_needs_tls() {
+    let b = bridge(|_| {}).await;
+    let mut s = raw(b.port(Listener::Submission)).await;
+    let (_, ehlo) = s.cmd("EHLO client").await;
+    assert!(ehlo.contains("STARTTLS") && !ehlo.contains("AUTH"), "{ehlo}");
+    assert_eq!(s.cmd("AUTH PLAIN AGFsaWNlAHB3LW9mLWFsaWNl").await.0, 538);
+    assert_eq!(s.cmd("MAIL FROM:<alice@bridge.test>").await.0, 530);
+    // A command pipelined behind STARTTLS in the clear must not run after the handshake.
+    s.send(b"STARTTLS\r\nMAIL FROM:<alice@bridge.test>\r\n").await;
+    assert_eq!(s.reply().await.0, 220);
+    let mut t = tls_upgrade(s).await;
+    // The first thing read over TLS is the EHLO reply, not an answer to the injected MAIL.
+    let (code, ehlo) = t.cmd("EHLO client").await;
+    assert_eq!(code, 250, "{ehlo}");
+    assert!(ehlo.contains("AUTH PLAIN LOGIN") && !ehlo.contains("STARTTLS"), "{ehlo}");
+    assert_eq!(t.cmd("MAIL FROM:<alice@bridge.test>").await.0, 530);
+    // AUTH LOGIN, step by step.
+    assert_eq!(t.cmd("AUTH LOGIN").await.0, 334);
+    assert_eq!(t.cmd("YWxpY2U=").await.0, 334);
+    assert_eq!(t.cmd("cHctb2YtYWxpY2U=").await.0, 235);
+    assert_eq!(t.cmd("MAIL FROM:<bob@bridge.test>").await.0, 550);
+    assert_eq!(t.cmd("MAIL FROM:<alice@bridge.test>").await.0, 250);
+    assert_eq!(t.cmd("QUIT").await.0, 221);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn auth_failures_are_rate_limited_per_user_and_per_ip() {
+    let b = bridge(|c| {
+        c.smtp.allow_plaintext_auth_on_loopback = true;
+        c.smtp.auth_failures_per_user = 3;
+        c.smtp.auth_failures_per_ip = 5;
+    })
+    .await;
+    let plain = |u: &str, p: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(format!("\0{u}\0{p}"))
+    };
+    let mut s = raw(b.port(Listener::Submission)).await;
+    s.cmd("EHLO client").await;
+    for _ in 0..3 {
+        assert_eq!(s.cmd(&format!("AUTH PLAIN {}", plain("alice", "bad"))).await.0, 535);
+    }
+    // Alice's budget is spent: even the right password waits now.
+    let (c, text) = s.cmd(&format!("AUTH PLAIN {}", plain("alice", "pw-of-alice"))).await;
+    assert_eq!(c, 454, "{text}");
+    // Bob is still fine from this IP, until the IP's budget runs out too.
+    assert_eq!(s.cmd(&format!("AUTH PLAIN {}", plain("bob", "bad"))).await.0, 535);
+    assert_eq!(s.cmd(&format!("AUTH PLAIN {}", plain("bob", "bad"))).await.0, 535);
+    assert_eq!(s.cmd(&format!("AUTH PLAIN {}", plain("bob", "pw-of-bob"))).await.0, 454);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_the_right_code_and_the_session_lives_on() {
+    let b = bridge(|c| {
+        c.smtp.max_message_bytes = 4096;
+        c.smtp.max_recipients = 2;
+        c.smtp.max_command_line = 512;
+    })
+    .await;
+    let mut s = raw(b.port(Listener::Mx)).await;
+    assert_eq!(s.cmd("MAIL FROM:<bob@example.test>").await.0, 503);
+    let (_, ehlo) = s.cmd("EHLO client.example.test").await;
+    for cap in ["PIPELINING", "SIZE 4096", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8", "STARTTLS", "CHUNKING"] {
+        assert!(ehlo.contains(cap), "{cap} missing from {ehlo}");
+    }
+    assert!(!ehlo.contains("AUTH"), "no AUTH on the MX: {ehlo}");
+    assert_eq!(s.cmd("AUTH PLAIN AGFsaWNlAHB3").await.0, 503);
+    assert_eq!(s.cmd("FROBNICATE").await.0, 500);
+    assert_eq!(s.cmd(&format!("NOOP {}", "x".repeat(600))).await.0, 500);
+    assert_eq!(s.cmd("MAIL FROM:<not an address>").await.0, 501);
+    assert_eq!(s.cmd("MAIL FROM:<bob@example.test> SIZE=999999").await.0, 552);
+    assert_eq!(s.cmd("MAIL FROM:<bob@example.test> FOO=BAR").await.0, 555);
+    assert_eq!(s.cmd("RCPT TO:<alice@bridge.test>").await.0, 503);
+    assert_eq!(s.cmd("DATA").await.0, 503);
+    assert_eq!(s.cmd("VRFY alice").await.0, 252);
+    assert_eq!(s.cmd("MAIL FROM:<bob@example.test> SMTPUTF8 BODY=8BITMIME").await.0, 250);
+    assert_eq!(s.cmd("MAIL FROM:<bob@example.test>").await.0, 503);
+    assert_eq!(s.cmd("DATA").await.0, 554);
+    assert_eq!(s.cmd("RCPT TO:<alice@bridge.test>").await.0, 250);
+    assert_eq!(s.cmd("RCPT TO:<bob@bridge.test>").await.0, 250);
+    assert_eq!(s.cmd("RCPT TO:<alice@bridge.test>").await.0, 452);
+    assert_eq!(s.cmd("DATA").await.0, 354);
+    s.send(format!("Subject: small\r\n\r\n{}\r\n.\r\n", "y".repeat(900)).as_bytes()).await;
+    let (code, text) = s.reply().await;
+    assert_eq!(code, 250, "{text}");
+    b.stop().await;
+
+    let b = bridge(|c| c.smtp.max_message_bytes = 4096).await;
+    let mut s = raw(b.port(Listener::Mx)).await;
+    s.cmd("EHLO client.example.test").await;
+    s.cmd("MAIL FROM:<bob@example.test>").await;
+    s.cmd("RCPT TO:<alice@bridge.test>").await;
+    s.cmd("DATA").await;
+    s.send(format!("Subject: big\r\n\r\n{}.\r\n", format!("{}\r\n", "y".repeat(900)).repeat(6)).as_bytes())
+        .await;
+    let (code, text) = s.reply().await;
+    assert_eq!((code, text.contains("5.3.4")), (552, true), "{text}");
+    // A line over the data line limit.
+    s.cmd("MAIL FROM:<bob@example.test>").await;
+    s.cmd("RCPT TO:<alice@bridge.test>").await;
+    s.cmd("DATA").await;
+    s.send(format!("Subject: long\r\n\r\n{}\r\n.\r\n", "z".repeat(9000)).as_bytes()).await;
+    assert_eq!(s.reply().await.0, 550);
+    // BDAT, in two chunks, the second LAST.
+    s.cmd("MAIL FROM:<bob@example.test>").await;
+    s.cmd("RCPT TO:<alice@bridge.test>").await;
+    let body = b"From: bob@example.test\r\nSubject: chunked\r\n\r\nin two parts\r\n";
+    s.send(format!("BDAT 20\r\n").as_bytes()).await;
+    s.send(&body[..20]).await;
+    assert_eq!(s.reply().await.0, 250);
+    s.send(format!("BDAT {} LAST\r\n", body.len() - 20).as_bytes()).await;
+    s.send(&body[20..]).await;
+    let (code, text) = s.reply().await;
+    assert_eq!(code, 250, "{text}");
+    let inbox = inbox_of(&b, "alice", "INBOX").await;
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(inbox[0].1.subject.as_deref(), Some("chunked"));
+    // Too many errors end the session with 421.
+    for _ in 0..30 {
+        s.send(b"BOGUS\r\n").await;
+    }
+    let mut last = 0;
+    for _ in 0..30 {
+        let (c, _) = s.reply().await;
+        last = c;
+        if c == 421 {
+            break;
+        }
+    }
+    assert_eq!(last, 421);
+    assert!(s.closed().await);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn connections_per_ip_are_capped() {
+    let b = bridge(|c| c.smtp.max_connections_per_ip = 2).await;
+    let port = b.port(Listener::Mx);
+    let _one = raw(port).await;
+    let _two = raw(port).await;
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut third = Raw { io: BufReader::new(tcp) };
+    let (code, text) = third.reply().await;
+    assert_eq!(code, 421, "{text}");
+    assert!(third.closed().await);
+    b.stop().await;
+}
