@@ -211,6 +211,9 @@ pub struct RelayClient {
     /// Trust only this PEM certificate (plus the daemon's own) for wss:// and lookups,
     /// instead of the public roots; empty means the public roots.
     pub ca_file: PathBuf,
+    /// Replaces `https://<host>` in address lookups (a host reached another way, or
+    /// tests); empty means each address's own host.
+    pub lookup_base: String,
 }
 
 impl Default for RelayClient {
@@ -221,6 +224,7 @@ impl Default for RelayClient {
             retry_max_seconds: 600,
             outbox_lifetime_hours: 7 * 24,
             ca_file: PathBuf::new(),
+            lookup_base: String::new(),
         }
     }
 }
@@ -645,13 +649,25 @@ impl Config {
         for (key, v) in [
             ("smtp.max_message_bytes", self.smtp.max_message_bytes as u64),
             ("smtp.max_recipients", self.smtp.max_recipients as u64),
-            ("smtp.max_messages_per_session", self.smtp.max_messages_per_session as u64),
+            (
+                "smtp.max_messages_per_session",
+                self.smtp.max_messages_per_session as u64,
+            ),
             ("smtp.max_errors", self.smtp.max_errors as u64),
             ("smtp.max_connections", self.smtp.max_connections as u64),
-            ("smtp.max_connections_per_ip", self.smtp.max_connections_per_ip as u64),
-            ("smtp.command_timeout_seconds", self.smtp.command_timeout_seconds),
+            (
+                "smtp.max_connections_per_ip",
+                self.smtp.max_connections_per_ip as u64,
+            ),
+            (
+                "smtp.command_timeout_seconds",
+                self.smtp.command_timeout_seconds,
+            ),
             ("smtp.data_timeout_seconds", self.smtp.data_timeout_seconds),
-            ("smtp.session_timeout_seconds", self.smtp.session_timeout_seconds),
+            (
+                "smtp.session_timeout_seconds",
+                self.smtp.session_timeout_seconds,
+            ),
             ("smtp.auth_window_seconds", self.smtp.auth_window_seconds),
             ("dns.timeout_seconds", self.dns.timeout_seconds),
         ] {
@@ -662,10 +678,16 @@ impl Config {
         // RFC 5321 4.5.3.1: a server must take command lines of 512 and text lines of
         // 1000 octets.
         if self.smtp.max_command_line < 512 {
-            return Err(invalid("smtp.max_command_line", "must be at least 512 (RFC 5321)"));
+            return Err(invalid(
+                "smtp.max_command_line",
+                "must be at least 512 (RFC 5321)",
+            ));
         }
         if self.smtp.max_data_line < 1000 {
-            return Err(invalid("smtp.max_data_line", "must be at least 1000 (RFC 5321)"));
+            return Err(invalid(
+                "smtp.max_data_line",
+                "must be at least 1000 (RFC 5321)",
+            ));
         }
         for ns in &self.dns.nameservers {
             if crate::smtp::verify::parse_nameserver(ns).is_none() {

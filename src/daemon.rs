@@ -4,15 +4,15 @@
 use crate::config::{Config, RelayAccept};
 use crate::custody::{self, Custody};
 use crate::delivery::{Courier, CourierSettings};
-use crate::relay::lookup::Resolver;
-use crate::smtp;
 use crate::http::{self, HttpLimits, HttpState};
 use crate::lnmp::{Limits, Message};
 use crate::metrics::Metrics;
 use crate::relay::gate::AcceptGate;
+use crate::relay::lookup::Resolver;
 use crate::relay::outbox::{Outbox, RetryTiming};
 use crate::relay::tls::{Trust, client_config};
 use crate::relay::{ClientOptions, Relay, RelaySettings, subscriber};
+use crate::smtp;
 use crate::store::{self, Store, inbox};
 use anyhow::Context;
 use std::collections::HashMap;
@@ -93,7 +93,10 @@ impl Running {
         tracing::info!("shutting down: no new connections; finishing in-flight work");
         self.shutdown.cancel();
         self.tasks.close();
-        if tokio::time::timeout(self.grace, self.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(self.grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("some work did not finish within the grace period");
         }
         self.custody.store().close().await;
@@ -232,7 +235,10 @@ async fn start_smtp(
         verifier,
         Arc::new(smtp::AdmitAll),
         Some(tls),
-        Resolver::new(opts.tls.clone(), None)?,
+        Resolver::new(
+            opts.tls.clone(),
+            Some(config.relay_client.lookup_base.clone()).filter(|b| !b.is_empty()),
+        )?,
     );
     let mut bound = Vec::new();
     for (kind, listener, addr) in listeners {

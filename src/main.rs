@@ -692,6 +692,18 @@ fn print_message(m: &Message, reader: &Identity) {
             if let Some(s) = &content.subject {
                 println!("subject: {s}");
             }
+            if let Some(e) = &content.email {
+                println!(
+                    "via:     email from {}",
+                    e.mail_from.as_deref().unwrap_or("<>")
+                );
+            }
+            for a in &content.attachments {
+                println!(
+                    "attach:  {} ({}, {} bytes, {})",
+                    a.filename, a.mime_type, a.size, a.cid
+                );
+            }
             println!();
             println!("{}", content.body);
             println!("---");

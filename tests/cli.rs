@@ -3,7 +3,6 @@
 //! front answering an address lookup that verifies against the user's address.
 
 use lnmp_bridge::lnmp::{Address, Limits, LookupDocument};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -30,24 +29,18 @@ impl Run {
             .env_remove("LNMP_MASTER_KEY")
             .env_remove("LNMP_CONFIG")
             .env("RUST_LOG", "warn");
+        // Daemons started by these tests keep off the default SMTP ports.
+        for key in ["MX", "SUBMISSION", "SUBMISSIONS"] {
+            c.env(
+                format!("LNMP__SMTP__{key}_LISTEN"),
+                format!("127.0.0.1:{}", common::free_port()),
+            );
+        }
         c
     }
 
     fn run_stdin(&self, args: &[&str], stdin: &str) -> Output {
-        let mut child = self
-            .cmd(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        common::run_with_stdin(&mut self.cmd(args), stdin)
     }
 
     fn run(&self, args: &[&str]) -> Output {

@@ -24,6 +24,10 @@ fn cmd(dir: &Path, args: &[&str]) -> Command {
         .current_dir(dir)
         .env("RUST_LOG", "warn")
         .env_remove("LNMP_MASTER_KEY");
+    // These tests need no SMTP: keep the listeners off.
+    for key in ["MX", "SUBMISSION", "SUBMISSIONS"] {
+        c.env(format!("LNMP__SMTP__{key}_LISTEN"), "");
+    }
     c
 }
 

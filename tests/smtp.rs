@@ -49,6 +49,9 @@ impl Bridge {
     fn store(&self) -> &store::Store {
         self.running().custody.store()
     }
+    async fn user(&self, name: &str) -> lnmp_bridge::custody::UserInfo {
+        self.running().custody.user(name).await.unwrap()
+    }
     async fn stop(mut self) {
         self.running.take().unwrap().stop().await;
     }
@@ -74,7 +77,11 @@ async fn bridge(tune: impl FnOnce(&mut Config)) -> Bridge {
     config.validate().unwrap();
     let running = daemon::start(&config).await.unwrap();
     for name in ["alice", "bob"] {
-        running.custody.add_user(name, &format!("pw-of-{name}")).await.unwrap();
+        running
+            .custody
+            .add_user(name, &format!("pw-of-{name}"))
+            .await
+            .unwrap();
     }
     Bridge {
         running: Some(running),
@@ -88,7 +95,9 @@ async fn inbox_of(b: &Bridge, user: &str, mailbox: &str) -> Vec<(Message, Messag
     let custody = &b.running().custody;
     let info = custody.user(user).await.unwrap();
     let identity = custody.identity(user).await.unwrap();
-    let rows = store::mail::list(b.store(), info.id, mailbox).await.unwrap();
+    let rows = store::mail::list(b.store(), info.id, mailbox)
+        .await
+        .unwrap();
     let bodies = store::inbox::list(b.store(), info.id, 0).await.unwrap();
     let mut out = Vec::new();
     for row in rows {
@@ -114,7 +123,9 @@ fn mx_transport(port: u16) -> AsyncSmtpTransport<Tokio1Executor> {
     AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
         .port(port)
         .tls(Tls::None)
-        .hello_name(lettre::transport::smtp::extension::ClientId::Domain("mail.example.test".into()))
+        .hello_name(lettre::transport::smtp::extension::ClientId::Domain(
+            "mail.example.test".into(),
+        ))
         .build()
 }
 
@@ -142,22 +153,35 @@ async fn mail_from_the_email_world_reaches_the_users_inbox_sealed() {
         )
         .unwrap();
     let sent = email.formatted();
-    mx_transport(b.port(Listener::Mx)).send(email).await.unwrap();
+    mx_transport(b.port(Listener::Mx))
+        .send(email)
+        .await
+        .unwrap();
 
     let inbox = inbox_of(&b, "alice", "INBOX").await;
     assert_eq!(inbox.len(), 1);
     let (m, c) = &inbox[0];
     assert_eq!(c.subject.as_deref(), Some("Quarterly numbers ✓"));
     assert_eq!(c.body.trim(), "Plain numbers");
-    assert_eq!(c.body_html.as_deref().map(str::trim), Some("<p>HTML numbers</p>"));
+    assert_eq!(
+        c.body_html.as_deref().map(str::trim),
+        Some("<p>HTML numbers</p>")
+    );
     assert_eq!(c.thread_id.as_deref(), Some("<root@example.test>"));
     assert_eq!(c.reply_to.as_deref(), Some("<q0@example.test>"));
 
     // The sender's identity is derived from its address, and remembered for replies.
-    let bob_key = b.running().custody.legacy_identity("bob@example.test").public_key();
+    let bob_key = b
+        .running()
+        .custody
+        .legacy_identity("bob@example.test")
+        .public_key();
     assert_eq!(m.from, bob_key);
     assert_eq!(
-        store::legacy::address_of(b.store(), &bob_key.to_hex()).await.unwrap().as_deref(),
+        store::legacy::address_of(b.store(), &bob_key.to_hex())
+            .await
+            .unwrap()
+            .as_deref(),
         Some("bob@example.test")
     );
 
@@ -168,7 +192,11 @@ async fn mail_from_the_email_world_reaches_the_users_inbox_sealed() {
     };
     assert!(raw.starts_with(b"Received: from mail.example.test ([127.0.0.1])"));
     let at = raw.len() - sent.len() - 2;
-    assert_eq!(&raw[at..], [&sent[..], b"\r\n"].concat(), "the message as sent follows our Received header");
+    assert_eq!(
+        &raw[at..],
+        [&sent[..], b"\r\n"].concat(),
+        "the message as sent follows our Received header"
+    );
     assert!(raw[..at].starts_with(b"Received:") && raw[..at].ends_with(b"\r\n"));
     let ar = email_part.authentication_results.as_deref().unwrap();
     assert!(ar.starts_with(HOST), "{ar}");
@@ -179,7 +207,10 @@ async fn mail_from_the_email_world_reaches_the_users_inbox_sealed() {
     // The attachment is an encrypted blob served over HTTP by its CID.
     assert_eq!(c.attachments.len(), 1);
     let a = &c.attachments[0];
-    assert_eq!((a.filename.as_str(), a.mime_type.as_str(), a.size), ("report.pdf", "application/pdf", 5000));
+    assert_eq!(
+        (a.filename.as_str(), a.mime_type.as_str(), a.size),
+        ("report.pdf", "application/pdf", 5000)
+    );
     let url = format!("https://{}/ipfs/{}", b.running().http, a.cid);
     let http = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
@@ -190,7 +221,11 @@ async fn mail_from_the_email_world_reaches_the_users_inbox_sealed() {
     let blob = blob.bytes().await.unwrap();
     assert_eq!(&*a.open(&blob).unwrap(), &pdf[..]);
     let missing = http
-        .get(format!("https://{}/ipfs/{}", b.running().http, lnmp_bridge::lnmp::BlobId::of(b"x")))
+        .get(format!(
+            "https://{}/ipfs/{}",
+            b.running().http,
+            lnmp_bridge::lnmp::BlobId::of(b"x")
+        ))
         .send()
         .await
         .unwrap();
@@ -227,12 +262,24 @@ async fn dmarc_reject_is_followed_and_failures_can_be_junked() {
     assert!(inbox_of(&b, "alice", "INBOX").await.is_empty());
     let junk = inbox_of(&b, "alice", "Junk").await;
     assert_eq!(junk.len(), 1);
-    let ar = junk[0].1.email.as_ref().unwrap().authentication_results.clone().unwrap();
+    let ar = junk[0]
+        .1
+        .email
+        .as_ref()
+        .unwrap()
+        .authentication_results
+        .clone()
+        .unwrap();
     assert!(ar.contains("spf=fail") && ar.contains("dmarc=fail"), "{ar}");
     b.stop().await;
 }
 
-fn submission(b: &Bridge, user: &str, password: &str, implicit: bool) -> AsyncSmtpTransport<Tokio1Executor> {
+fn submission(
+    b: &Bridge,
+    user: &str,
+    password: &str,
+    implicit: bool,
+) -> AsyncSmtpTransport<Tokio1Executor> {
     let (port, tls) = if implicit {
         (b.port(Listener::Submissions), Tls::Wrapper(insecure_tls()))
     } else {
@@ -249,10 +296,14 @@ fn submission(b: &Bridge, user: &str, password: &str, implicit: bool) -> AsyncSm
 #[tokio::test]
 async fn users_submit_to_local_users_and_to_the_email_world() {
     let b = bridge(|_| {}).await;
-    let alice_lnmp = b.running().custody.user("alice").await.unwrap().address.to_string();
+    let alice_lnmp = b.user("alice").await.address.to_string();
     for (implicit, subject) in [(false, "over STARTTLS"), (true, "over implicit TLS")] {
         let email = lettre::Message::builder()
-            .from(format!("Alice <alice@{DOMAIN}>").parse::<Mailbox>().unwrap())
+            .from(
+                format!("Alice <alice@{DOMAIN}>")
+                    .parse::<Mailbox>()
+                    .unwrap(),
+            )
             .to(format!("bob@{DOMAIN}").parse::<Mailbox>().unwrap())
             .cc("carol@elsewhere.example".parse::<Mailbox>().unwrap())
             .subject(subject)
@@ -265,14 +316,22 @@ async fn users_submit_to_local_users_and_to_the_email_world() {
     }
     let bob = inbox_of(&b, "bob", "INBOX").await;
     assert_eq!(bob.len(), 2);
-    let alice_key = b.running().custody.user("alice").await.unwrap().pubkey;
-    assert!(bob.iter().all(|(m, c)| m.from == alice_key && c.email.is_none()));
+    let alice_key = b.user("alice").await.pubkey;
+    assert!(
+        bob.iter()
+            .all(|(m, c)| m.from == alice_key && c.email.is_none())
+    );
     assert_eq!(bob[1].1.subject.as_deref(), Some("over implicit TLS"));
     assert_eq!(bob[0].1.body.trim(), "hello Bob");
 
     let queued = store::outbound::queued(b.store()).await.unwrap();
     assert_eq!(queued.len(), 2);
-    assert!(queued.iter().all(|q| q.recipient == "carol@elsewhere.example" && q.mail_from == format!("alice@{DOMAIN}")));
+    assert!(
+        queued
+            .iter()
+            .all(|q| q.recipient == "carol@elsewhere.example"
+                && q.mail_from == format!("alice@{DOMAIN}"))
+    );
 
     // Her LNMP address is hers too, as an envelope and header sender.
     let email = lettre::Message::builder()
@@ -281,7 +340,10 @@ async fn users_submit_to_local_users_and_to_the_email_world() {
         .subject("from my LNMP address")
         .body("x".to_owned())
         .unwrap();
-    submission(&b, "alice", "pw-of-alice", false).send(email).await.unwrap();
+    submission(&b, "alice", "pw-of-alice", false)
+        .send(email)
+        .await
+        .unwrap();
 
     // Someone else's From is refused.
     let forged = lettre::Message::builder()
@@ -290,7 +352,10 @@ async fn users_submit_to_local_users_and_to_the_email_world() {
         .subject("forged")
         .body("x".to_owned())
         .unwrap();
-    let err = submission(&b, "alice", "pw-of-alice", false).send(forged).await.unwrap_err();
+    let err = submission(&b, "alice", "pw-of-alice", false)
+        .send(forged)
+        .await
+        .unwrap_err();
     assert!(err.is_permanent(), "{err}");
     assert_eq!(inbox_of(&b, "bob", "INBOX").await.len(), 3);
 
@@ -301,8 +366,14 @@ async fn users_submit_to_local_users_and_to_the_email_world() {
         .subject("x")
         .body("x".to_owned())
         .unwrap();
-    let err = submission(&b, "alice", "wrong", false).send(email).await.unwrap_err();
-    assert!(err.to_string().contains("535") || err.is_permanent(), "{err}");
+    let err = submission(&b, "alice", "wrong", false)
+        .send(email)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("535") || err.is_permanent(),
+        "{err}"
+    );
     b.stop().await;
 }
 
@@ -317,10 +388,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
         let mut text = String::new();
         loop {
             let mut line = String::new();
-            let n = tokio::time::timeout(std::time::Duration::from_secs(10), self.io.read_line(&mut line))
-                .await
-                .expect("a reply in time")
-                .unwrap();
+            let n = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                self.io.read_line(&mut line),
+            )
+            .await
+            .expect("a reply in time")
+            .unwrap();
             assert!(n > 0, "connection closed; so far: {text}");
             text.push_str(line.trim_end());
             text.push('\n');
@@ -339,7 +413,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
     async fn closed(&mut self) -> bool {
         let mut line = String::new();
         matches!(
-            tokio::time::timeout(std::time::Duration::from_secs(10), self.io.read_line(&mut line)).await,
+            tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                self.io.read_line(&mut line)
+            )
+            .await,
             Ok(Ok(0)) | Ok(Err(_))
         )
     }
@@ -347,20 +425,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
 
 async fn raw(port: u16) -> Raw<TcpStream> {
     let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let mut r = Raw { io: BufReader::new(tcp) };
+    let mut r = Raw {
+        io: BufReader::new(tcp),
+    };
     assert_eq!(r.reply().await.0, 220);
     r
 }
 
 async fn tls_upgrade(r: Raw<TcpStream>) -> Raw<tokio_rustls::client::TlsStream<TcpStream>> {
-    let tls = lnmp_bridge::relay::tls::client_config(lnmp_bridge::relay::tls::Trust::Insecure).unwrap();
+    let tls =
+        lnmp_bridge::relay::tls::client_config(lnmp_bridge::relay::tls::Trust::Insecure).unwrap();
     let connector = tokio_rustls::TlsConnector::from(tls);
     let tcp = r.io.into_inner();
     let s = connector
         .connect(rustls_pki_types::ServerName::try_from(HOST).unwrap(), tcp)
         .await
         .unwrap();
-    Raw { io: BufReader::new(s) }
+    Raw {
+        io: BufReader::new(s),
+    }
 }
 
 #[tokio::test]
@@ -371,15 +454,39 @@ async fn the_mx_is_no_open_relay_whatever_the_address_trick() {
     assert_eq!(s.cmd("MAIL FROM:<bob@example.test>").await.0, 250);
     let refused = [
         ("RCPT TO:<victim@elsewhere.example>", 554, "5.7.1"),
-        ("RCPT TO:<victim%elsewhere.example@bridge.test>", 550, "5.1.1"),
-        ("RCPT TO:<\"victim@elsewhere.example\"@bridge.test>", 550, "5.1.1"),
-        ("RCPT TO:<@bridge.test:victim@elsewhere.example>", 554, "5.7.1"),
-        ("RCPT TO:<victim!elsewhere.example@bridge.test>", 550, "5.1.1"),
-        ("RCPT TO:<victim@elsewhere.example@bridge.test>", 501, "5.1.3"),
+        (
+            "RCPT TO:<victim%elsewhere.example@bridge.test>",
+            550,
+            "5.1.1",
+        ),
+        (
+            "RCPT TO:<\"victim@elsewhere.example\"@bridge.test>",
+            550,
+            "5.1.1",
+        ),
+        (
+            "RCPT TO:<@bridge.test:victim@elsewhere.example>",
+            554,
+            "5.7.1",
+        ),
+        (
+            "RCPT TO:<victim!elsewhere.example@bridge.test>",
+            550,
+            "5.1.1",
+        ),
+        (
+            "RCPT TO:<victim@elsewhere.example@bridge.test>",
+            501,
+            "5.1.3",
+        ),
         // smtp-proto takes no address literals at all.
         ("RCPT TO:<victim@[192.0.2.1]>", 501, "5.1.3"),
         ("RCPT TO:<nobody@bridge.test>", 550, "5.1.1"),
-        ("RCPT TO:<bob@elsewhere.example#x1y2z3@relay.example>", 501, "5.1.3"),
+        (
+            "RCPT TO:<bob@elsewhere.example#x1y2z3@relay.example>",
+            501,
+            "5.1.3",
+        ),
         ("RCPT TO:<alice#zzzzzz@bridge.test>", 550, "5.1.1"),
     ];
     for (cmd, code, status) in refused {
@@ -388,7 +495,7 @@ async fn the_mx_is_no_open_relay_whatever_the_address_trick() {
         assert!(text.contains(status), "{cmd}: {text}");
     }
     // Local users in every spelling are taken; the session lives on after the refusals.
-    let alice = b.running().custody.user("alice").await.unwrap().address.to_string();
+    let alice = b.user("alice").await.address.to_string();
     for ok in [
         format!("RCPT TO:<alice@{DOMAIN}>"),
         format!("RCPT TO:<Alice+lists@{DOMAIN}>"),
@@ -426,7 +533,8 @@ async fn smuggled_end_of_data_is_refused_and_the_session_goes_on() {
     assert_eq!(s.cmd("MAIL FROM:<bob@example.test>").await.0, 250);
     assert_eq!(s.cmd(&format!("RCPT TO:<alice@{DOMAIN}>")).await.0, 250);
     assert_eq!(s.cmd("DATA").await.0, 354);
-    s.send(b"From: bob@example.test\r\nSubject: fine\r\n\r\n..dot\r\n.\r\n").await;
+    s.send(b"From: bob@example.test\r\nSubject: fine\r\n\r\n..dot\r\n.\r\n")
+        .await;
     assert_eq!(s.reply().await.0, 250);
     let inbox = inbox_of(&b, "alice", "INBOX").await;
     assert_eq!(inbox.len(), 1);
@@ -442,8 +550,13 @@ async fn smuggled_end_of_data_is_refused_and_the_session_goes_on() {
     s.cmd("MAIL FROM:<bob@example.test>").await;
     s.cmd(&format!("RCPT TO:<alice@{DOMAIN}>")).await;
     s.cmd("DATA").await;
-    s.send(format!("From: bob@example.test\nSubject: one\n\nhello\n.\nRCPT TO:<bob@{DOMAIN}>\r\n.\r\n").as_bytes())
-        .await;
+    s.send(
+        format!(
+            "From: bob@example.test\nSubject: one\n\nhello\n.\nRCPT TO:<bob@{DOMAIN}>\r\n.\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
     assert_eq!(s.reply().await.0, 250);
     let inbox = inbox_of(&b, "alice", "INBOX").await;
     assert_eq!(inbox.len(), 1);
@@ -457,17 +570,24 @@ async fn starttls_drops_pipelined_plaintext_and_auth_needs_tls() {
     let b = bridge(|_| {}).await;
     let mut s = raw(b.port(Listener::Submission)).await;
     let (_, ehlo) = s.cmd("EHLO client").await;
-    assert!(ehlo.contains("STARTTLS") && !ehlo.contains("AUTH"), "{ehlo}");
+    assert!(
+        ehlo.contains("STARTTLS") && !ehlo.contains("AUTH"),
+        "{ehlo}"
+    );
     assert_eq!(s.cmd("AUTH PLAIN AGFsaWNlAHB3LW9mLWFsaWNl").await.0, 538);
     assert_eq!(s.cmd("MAIL FROM:<alice@bridge.test>").await.0, 530);
     // A command pipelined behind STARTTLS in the clear must not run after the handshake.
-    s.send(b"STARTTLS\r\nMAIL FROM:<alice@bridge.test>\r\n").await;
+    s.send(b"STARTTLS\r\nMAIL FROM:<alice@bridge.test>\r\n")
+        .await;
     assert_eq!(s.reply().await.0, 220);
     let mut t = tls_upgrade(s).await;
     // The first thing read over TLS is the EHLO reply, not an answer to the injected MAIL.
     let (code, ehlo) = t.cmd("EHLO client").await;
     assert_eq!(code, 250, "{ehlo}");
-    assert!(ehlo.contains("AUTH PLAIN LOGIN") && !ehlo.contains("STARTTLS"), "{ehlo}");
+    assert!(
+        ehlo.contains("AUTH PLAIN LOGIN") && !ehlo.contains("STARTTLS"),
+        "{ehlo}"
+    );
     assert_eq!(t.cmd("MAIL FROM:<alice@bridge.test>").await.0, 530);
     // AUTH LOGIN, step by step.
     assert_eq!(t.cmd("AUTH LOGIN").await.0, 334);
@@ -494,15 +614,37 @@ async fn auth_failures_are_rate_limited_per_user_and_per_ip() {
     let mut s = raw(b.port(Listener::Submission)).await;
     s.cmd("EHLO client").await;
     for _ in 0..3 {
-        assert_eq!(s.cmd(&format!("AUTH PLAIN {}", plain("alice", "bad"))).await.0, 535);
+        assert_eq!(
+            s.cmd(&format!("AUTH PLAIN {}", plain("alice", "bad")))
+                .await
+                .0,
+            535
+        );
     }
     // Alice's budget is spent: even the right password waits now.
-    let (c, text) = s.cmd(&format!("AUTH PLAIN {}", plain("alice", "pw-of-alice"))).await;
+    let (c, text) = s
+        .cmd(&format!("AUTH PLAIN {}", plain("alice", "pw-of-alice")))
+        .await;
     assert_eq!(c, 454, "{text}");
     // Bob is still fine from this IP, until the IP's budget runs out too.
-    assert_eq!(s.cmd(&format!("AUTH PLAIN {}", plain("bob", "bad"))).await.0, 535);
-    assert_eq!(s.cmd(&format!("AUTH PLAIN {}", plain("bob", "bad"))).await.0, 535);
-    assert_eq!(s.cmd(&format!("AUTH PLAIN {}", plain("bob", "pw-of-bob"))).await.0, 454);
+    assert_eq!(
+        s.cmd(&format!("AUTH PLAIN {}", plain("bob", "bad")))
+            .await
+            .0,
+        535
+    );
+    assert_eq!(
+        s.cmd(&format!("AUTH PLAIN {}", plain("bob", "bad")))
+            .await
+            .0,
+        535
+    );
+    assert_eq!(
+        s.cmd(&format!("AUTH PLAIN {}", plain("bob", "pw-of-bob")))
+            .await
+            .0,
+        454
+    );
     b.stop().await;
 }
 
@@ -517,7 +659,15 @@ async fn bad_input_gets_the_right_code_and_the_session_lives_on() {
     let mut s = raw(b.port(Listener::Mx)).await;
     assert_eq!(s.cmd("MAIL FROM:<bob@example.test>").await.0, 503);
     let (_, ehlo) = s.cmd("EHLO client.example.test").await;
-    for cap in ["PIPELINING", "SIZE 4096", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8", "STARTTLS", "CHUNKING"] {
+    for cap in [
+        "PIPELINING",
+        "SIZE 4096",
+        "8BITMIME",
+        "ENHANCEDSTATUSCODES",
+        "SMTPUTF8",
+        "STARTTLS",
+        "CHUNKING",
+    ] {
         assert!(ehlo.contains(cap), "{cap} missing from {ehlo}");
     }
     assert!(!ehlo.contains("AUTH"), "no AUTH on the MX: {ehlo}");
@@ -525,19 +675,28 @@ async fn bad_input_gets_the_right_code_and_the_session_lives_on() {
     assert_eq!(s.cmd("FROBNICATE").await.0, 500);
     assert_eq!(s.cmd(&format!("NOOP {}", "x".repeat(600))).await.0, 500);
     assert_eq!(s.cmd("MAIL FROM:<not an address>").await.0, 501);
-    assert_eq!(s.cmd("MAIL FROM:<bob@example.test> SIZE=999999").await.0, 552);
+    assert_eq!(
+        s.cmd("MAIL FROM:<bob@example.test> SIZE=999999").await.0,
+        552
+    );
     assert_eq!(s.cmd("MAIL FROM:<bob@example.test> FOO=BAR").await.0, 555);
     assert_eq!(s.cmd("RCPT TO:<alice@bridge.test>").await.0, 503);
     assert_eq!(s.cmd("DATA").await.0, 503);
     assert_eq!(s.cmd("VRFY alice").await.0, 252);
-    assert_eq!(s.cmd("MAIL FROM:<bob@example.test> SMTPUTF8 BODY=8BITMIME").await.0, 250);
+    assert_eq!(
+        s.cmd("MAIL FROM:<bob@example.test> SMTPUTF8 BODY=8BITMIME")
+            .await
+            .0,
+        250
+    );
     assert_eq!(s.cmd("MAIL FROM:<bob@example.test>").await.0, 503);
     assert_eq!(s.cmd("DATA").await.0, 554);
     assert_eq!(s.cmd("RCPT TO:<alice@bridge.test>").await.0, 250);
     assert_eq!(s.cmd("RCPT TO:<bob@bridge.test>").await.0, 250);
     assert_eq!(s.cmd("RCPT TO:<alice@bridge.test>").await.0, 452);
     assert_eq!(s.cmd("DATA").await.0, 354);
-    s.send(format!("Subject: small\r\n\r\n{}\r\n.\r\n", "y".repeat(900)).as_bytes()).await;
+    s.send(format!("Subject: small\r\n\r\n{}\r\n.\r\n", "y".repeat(900)).as_bytes())
+        .await;
     let (code, text) = s.reply().await;
     assert_eq!(code, 250, "{text}");
     b.stop().await;
@@ -548,24 +707,32 @@ async fn bad_input_gets_the_right_code_and_the_session_lives_on() {
     s.cmd("MAIL FROM:<bob@example.test>").await;
     s.cmd("RCPT TO:<alice@bridge.test>").await;
     s.cmd("DATA").await;
-    s.send(format!("Subject: big\r\n\r\n{}.\r\n", format!("{}\r\n", "y".repeat(900)).repeat(6)).as_bytes())
-        .await;
+    s.send(
+        format!(
+            "Subject: big\r\n\r\n{}.\r\n",
+            format!("{}\r\n", "y".repeat(900)).repeat(6)
+        )
+        .as_bytes(),
+    )
+    .await;
     let (code, text) = s.reply().await;
     assert_eq!((code, text.contains("5.3.4")), (552, true), "{text}");
     // A line over the data line limit.
     s.cmd("MAIL FROM:<bob@example.test>").await;
     s.cmd("RCPT TO:<alice@bridge.test>").await;
     s.cmd("DATA").await;
-    s.send(format!("Subject: long\r\n\r\n{}\r\n.\r\n", "z".repeat(9000)).as_bytes()).await;
+    s.send(format!("Subject: long\r\n\r\n{}\r\n.\r\n", "z".repeat(9000)).as_bytes())
+        .await;
     assert_eq!(s.reply().await.0, 550);
     // BDAT, in two chunks, the second LAST.
     s.cmd("MAIL FROM:<bob@example.test>").await;
     s.cmd("RCPT TO:<alice@bridge.test>").await;
     let body = b"From: bob@example.test\r\nSubject: chunked\r\n\r\nin two parts\r\n";
-    s.send(format!("BDAT 20\r\n").as_bytes()).await;
+    s.send(b"BDAT 20\r\n").await;
     s.send(&body[..20]).await;
     assert_eq!(s.reply().await.0, 250);
-    s.send(format!("BDAT {} LAST\r\n", body.len() - 20).as_bytes()).await;
+    s.send(format!("BDAT {} LAST\r\n", body.len() - 20).as_bytes())
+        .await;
     s.send(&body[20..]).await;
     let (code, text) = s.reply().await;
     assert_eq!(code, 250, "{text}");
@@ -596,9 +763,85 @@ async fn connections_per_ip_are_capped() {
     let _one = raw(port).await;
     let _two = raw(port).await;
     let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let mut third = Raw { io: BufReader::new(tcp) };
+    let mut third = Raw {
+        io: BufReader::new(tcp),
+    };
     let (code, text) = third.reply().await;
     assert_eq!(code, 421, "{text}");
     assert!(third.closed().await);
     b.stop().await;
+}
+
+#[tokio::test]
+async fn users_write_to_lnmp_addresses_elsewhere_through_the_relay_outbox() {
+    // Bob's domain runs its own bridge with a plain ws:// relay on loopback.
+    let relay_port = common::free_port();
+    let other = bridge(|c| {
+        c.server.domain = "other.test".into();
+        c.server.hostname = "mx.other.test".into();
+        c.relay.listen = format!("127.0.0.1:{relay_port}");
+        c.relay.tls = false;
+        c.relay.public_url = format!("ws://127.0.0.1:{relay_port}");
+    })
+    .await;
+    let other_http = other.running().http;
+    let other_cert = other._dir.path().join("data/tls/cert.pem");
+    assert!(other_cert.exists());
+    let b = bridge(|c| {
+        c.relay_client.lookup_base = format!("https://localhost:{}", other_http.port());
+        c.relay_client.ca_file = other_cert.clone();
+    })
+    .await;
+    let bob = other.user("bob").await;
+    let to = bob.address.to_string();
+    assert!(to.contains('#') && to.ends_with("@other.test"), "{to}");
+
+    let email = lettre::Message::builder()
+        .from(format!("alice@{DOMAIN}").parse::<Mailbox>().unwrap())
+        .to(to.parse::<Mailbox>().unwrap())
+        .subject("across domains")
+        .body("hello over LNMP".to_owned())
+        .unwrap();
+    submission(&b, "alice", "pw-of-alice", false)
+        .send(email)
+        .await
+        .unwrap();
+
+    // The outbox publishes to bob's relay; his bridge keeps it in his inbox.
+    let identity = other.running().custody.identity("bob").await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let content = loop {
+        let got = store::inbox::list(other.store(), bob.id, 0).await.unwrap();
+        if let Some(json) = got.first() {
+            let m = Message::from_json(json.as_bytes(), &Limits::default()).unwrap();
+            assert_eq!(m.from, b.user("alice").await.pubkey);
+            break m.open(&identity, &Limits::default()).unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reached bob's relay"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(content.subject.as_deref(), Some("across domains"));
+    assert_eq!(content.body.trim(), "hello over LNMP");
+    assert!(content.email.is_none(), "a user's own mail is native LNMP");
+
+    // A wrong checksum or an unknown name is refused at RCPT, naming why.
+    let (name, _) = to.split_once('#').unwrap();
+    let mut s = raw(b.port(Listener::Submission)).await;
+    s.cmd("EHLO client").await;
+    s.cmd("STARTTLS").await;
+    let mut t = tls_upgrade(s).await;
+    t.cmd("EHLO client").await;
+    assert_eq!(t.cmd("AUTH PLAIN AGFsaWNlAHB3LW9mLWFsaWNl").await.0, 235);
+    assert_eq!(t.cmd(&format!("MAIL FROM:<alice@{DOMAIN}>")).await.0, 250);
+    let (code, text) = t.cmd(&format!("RCPT TO:<{name}#aaaaaa@other.test>")).await;
+    assert_eq!(code, 550, "{text}");
+    assert!(text.contains("checksum"), "{text}");
+    let (code, text) = t.cmd("RCPT TO:<nobody#aaaaaa@other.test>").await;
+    assert_eq!(code, 550, "{text}");
+    assert!(text.contains("no such user"), "{text}");
+    b.stop().await;
+    other.stop().await;
 }

@@ -115,7 +115,11 @@ fn mime_of(part: &mail_parser::MessagePart<'_>) -> String {
 /// Converts RFC 5322 mail into LNMP content: subject, plain and HTML bodies, threading
 /// and attachments; for bridged mail also the raw bytes, so the message can be shown
 /// byte for byte later and its DKIM signatures still verify.
-pub fn from_mime(raw: &[u8], origin: Origin, opts: &ConvertOptions) -> Result<Converted, ConvertError> {
+pub fn from_mime(
+    raw: &[u8],
+    origin: Origin,
+    opts: &ConvertOptions,
+) -> Result<Converted, ConvertError> {
     let message = MessageParser::default()
         .parse(raw)
         .ok_or(ConvertError::Unparsable)?;
@@ -136,7 +140,10 @@ pub fn from_mime(raw: &[u8], origin: Origin, opts: &ConvertOptions) -> Result<Co
     let html = parts_of(&message.html_body, true);
     let mut body = if plain.is_empty() {
         // HTML-only mail: mail-parser renders the HTML as text for the plain body.
-        message.body_text(0).map(|t| t.into_owned()).unwrap_or_default()
+        message
+            .body_text(0)
+            .map(|t| t.into_owned())
+            .unwrap_or_default()
     } else {
         plain.join("\n")
     };
@@ -149,7 +156,10 @@ pub fn from_mime(raw: &[u8], origin: Origin, opts: &ConvertOptions) -> Result<Co
         blobs.push(sealed);
         body = String::new();
     }
-    if body_html.as_ref().is_some_and(|h| h.len() > opts.max_inline_body) {
+    if body_html
+        .as_ref()
+        .is_some_and(|h| h.len() > opts.max_inline_body)
+    {
         let h = body_html.take().unwrap_or_default();
         let sealed = FileAttachment::seal("body.html", "text/html", h.as_bytes(), &mut rng);
         attachments.push(sealed.attachment.clone());
@@ -263,7 +273,9 @@ pub fn to_mime(
         b = b.to(envelope
             .to
             .iter()
-            .map(|(n, a)| Address::new_address(Some(n.clone()).filter(|n| !n.is_empty()), a.clone()))
+            .map(|(n, a)| {
+                Address::new_address(Some(n.clone()).filter(|n| !n.is_empty()), a.clone())
+            })
             .collect::<Vec<_>>());
     }
     if let Some(s) = &content.subject {
@@ -273,7 +285,10 @@ pub fn to_mime(
         b = b.in_reply_to(strip(threading::to_message_id(r)));
     }
     let mut refs = Vec::new();
-    for v in [&content.thread_id, &content.reply_to].into_iter().flatten() {
+    for v in [&content.thread_id, &content.reply_to]
+        .into_iter()
+        .flatten()
+    {
         let id = strip(threading::to_message_id(v));
         if !refs.contains(&id) {
             refs.push(id);

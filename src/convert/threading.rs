@@ -10,7 +10,9 @@
 pub const LNMP_ID_DOMAIN: &str = "lnmp.invalid";
 
 fn is_lnmp_id(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 /// The Message-ID (with brackets) an LNMP message carries when shown as mail.
@@ -84,7 +86,10 @@ mod tests {
             thread_of(Some("b@x"), Some("a@x"), &[]),
             (Some("<a@x>".into()), Some("<a@x>".into()))
         );
-        assert_eq!(thread_of(Some("a@x"), None, &[]), (Some("<a@x>".into()), None));
+        assert_eq!(
+            thread_of(Some("a@x"), None, &[]),
+            (Some("<a@x>".into()), None)
+        );
         assert_eq!(thread_of(None, None, &[]), (None, None));
     }
 }

@@ -164,7 +164,10 @@ impl Courier {
 
     /// Delivers mail from the email world to local users. Returns the LNMP ids, one per
     /// recipient, once everything is committed.
-    pub async fn deliver_bridged(&self, mail: BridgedMail<'_>) -> Result<Vec<String>, DeliveryError> {
+    pub async fn deliver_bridged(
+        &self,
+        mail: BridgedMail<'_>,
+    ) -> Result<Vec<String>, DeliveryError> {
         let origin = Origin::Bridged {
             authentication_results: mail.authentication_results.clone(),
             mail_from: Some(mail.mail_from.to_owned()).filter(|s| !s.is_empty()),

@@ -168,7 +168,10 @@ mod tests {
 
     #[test]
     fn unstuffs_dots_and_stops_at_crlf_dot_crlf() {
-        let (ended, m) = read(b"Subject: x\r\n\r\n..leading dot\r\n.\r\nMAIL FROM:<a@b>\r\n", false);
+        let (ended, m) = read(
+            b"Subject: x\r\n\r\n..leading dot\r\n.\r\nMAIL FROM:<a@b>\r\n",
+            false,
+        );
         assert!(ended);
         assert_eq!(m.unwrap(), b"Subject: x\r\n\r\n.leading dot\r\n");
     }
@@ -217,8 +220,17 @@ mod tests {
 
     #[test]
     fn chunked_messages_get_the_same_line_ending_rules() {
-        assert_eq!(check_chunked(b"a\r\nb\r\n".to_vec(), false).unwrap(), b"a\r\nb\r\n");
-        assert_eq!(check_chunked(b"a\nb".to_vec(), false), Err(DataProblem::BareNewline));
-        assert_eq!(check_chunked(b"a\nb\r".to_vec(), true).unwrap(), b"a\r\nb\r\n");
+        assert_eq!(
+            check_chunked(b"a\r\nb\r\n".to_vec(), false).unwrap(),
+            b"a\r\nb\r\n"
+        );
+        assert_eq!(
+            check_chunked(b"a\nb".to_vec(), false),
+            Err(DataProblem::BareNewline)
+        );
+        assert_eq!(
+            check_chunked(b"a\nb\r".to_vec(), true).unwrap(),
+            b"a\r\nb\r\n"
+        );
     }
 }

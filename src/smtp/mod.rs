@@ -222,7 +222,12 @@ impl SmtpServer {
     }
 
     /// Accepts connections on `listener` until `shutdown`, a session each.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, kind: Listener, shutdown: CancellationToken) {
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        kind: Listener,
+        shutdown: CancellationToken,
+    ) {
         let tracker = tokio_util::task::TaskTracker::new();
         loop {
             let (tcp, peer) = tokio::select! {
@@ -258,7 +263,9 @@ impl SmtpServer {
 }
 
 /// Binds every configured SMTP listener.
-pub async fn bind(config: &crate::config::Config) -> anyhow::Result<Vec<(Listener, TcpListener, SocketAddr)>> {
+pub async fn bind(
+    config: &crate::config::Config,
+) -> anyhow::Result<Vec<(Listener, TcpListener, SocketAddr)>> {
     use anyhow::Context;
     let mut out = Vec::new();
     for (kind, addr) in config.smtp_listeners() {

@@ -17,7 +17,11 @@ use crate::relay::lookup::{LookupError, Resolver};
 const ROLE_ACCOUNTS: [&str; 2] = ["postmaster", "abuse"];
 
 fn unknown(addr: &str) -> Reply {
-    Reply::new(550, "5.1.1", format!("<{addr}>: recipient address rejected: user unknown"))
+    Reply::new(
+        550,
+        "5.1.1",
+        format!("<{addr}>: recipient address rejected: user unknown"),
+    )
 }
 
 /// Finds the local user an address at our domain names.
@@ -32,7 +36,10 @@ async fn local_user(custody: &Custody, addr: &str, local: &str) -> Result<UserIn
         None => (local, None),
     };
     // Subaddressing: alice+lists@ is alice@.
-    let name = name.split_once('+').map_or(name, |(n, _)| n).to_ascii_lowercase();
+    let name = name
+        .split_once('+')
+        .map_or(name, |(n, _)| n)
+        .to_ascii_lowercase();
     if name.is_empty() || crate::lnmp::address::validate_username(&name).is_err() {
         return Err(unknown(addr));
     }
@@ -69,7 +76,9 @@ pub async fn route(
 ) -> Result<Route, Reply> {
     // smtp-proto turns <postmaster> into the empty address.
     if addr.is_empty() {
-        return local_user(custody, "postmaster", "postmaster").await.map(Route::Local);
+        return local_user(custody, "postmaster", "postmaster")
+            .await
+            .map(Route::Local);
     }
     let Some((local, domain)) = addr.rsplit_once('@') else {
         return Err(Reply::new(501, "5.1.3", "bad recipient address syntax"));
@@ -97,7 +106,11 @@ pub async fn route(
     }
     if local.contains('#') {
         let address: Address = addr.parse().map_err(|e: crate::lnmp::Error| {
-            Reply::new(550, "5.1.3", format!("<{addr}> is not a valid LNMP address: {e}"))
+            Reply::new(
+                550,
+                "5.1.3",
+                format!("<{addr}> is not a valid LNMP address: {e}"),
+            )
         })?;
         let doc = lookup.resolve(&address).await.map_err(|e| {
             let reason = match &e {
@@ -105,7 +118,11 @@ pub async fn route(
                 LookupError::Invalid { reason, .. } => reason.clone(),
                 other => other.to_string(),
             };
-            Reply::new(550, "5.1.2", format!("<{addr}>: LNMP lookup failed: {reason}"))
+            Reply::new(
+                550,
+                "5.1.2",
+                format!("<{addr}>: LNMP lookup failed: {reason}"),
+            )
         })?;
         return Ok(Route::Lnmp {
             address,

@@ -23,7 +23,11 @@ enum Stream {
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -32,7 +36,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -69,8 +77,12 @@ impl From<std::io::Error> for End {
 /// Answers a connection over the limits with 421 and closes it.
 pub(super) async fn refuse_busy(mut tcp: TcpStream, hostname: &str) {
     let mut out = Vec::new();
-    Reply::new(421, "4.7.0", format!("{hostname} too many connections; try again later"))
-        .write_to(&mut out);
+    Reply::new(
+        421,
+        "4.7.0",
+        format!("{hostname} too many connections; try again later"),
+    )
+    .write_to(&mut out);
     let _ = tokio::time::timeout(Duration::from_secs(5), tcp.write_all(&out)).await;
 }
 
@@ -116,7 +128,8 @@ pub(super) async fn run(
     kind: Listener,
     shutdown: CancellationToken,
 ) {
-    let deadline = Instant::now() + Duration::from_secs(server.settings.smtp.session_timeout_seconds);
+    let deadline =
+        Instant::now() + Duration::from_secs(server.settings.smtp.session_timeout_seconds);
     let mut s = Session {
         server,
         kind,
@@ -155,7 +168,9 @@ pub(super) async fn run(
 fn is_loopback(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
     }
 }
 
@@ -203,7 +218,11 @@ impl Session {
         }
         let left = self.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(End::Close(Reply::new(421, "4.4.2", format!("{} session time limit reached", self.hostname()))));
+            return Err(End::Close(Reply::new(
+                421,
+                "4.4.2",
+                format!("{} session time limit reached", self.hostname()),
+            )));
         }
         let mut chunk = [0u8; 16 * 1024];
         let stream = self.stream.as_mut().ok_or(End::Gone)?;
@@ -214,7 +233,11 @@ impl Session {
             }
         };
         match read {
-            Err(_) => Err(End::Close(Reply::new(421, "4.4.2", format!("{} timeout exceeded", self.hostname())))),
+            Err(_) => Err(End::Close(Reply::new(
+                421,
+                "4.4.2",
+                format!("{} timeout exceeded", self.hostname()),
+            ))),
             Ok(Err(_)) | Ok(Ok(0)) => Err(End::Gone),
             Ok(Ok(n)) => {
                 self.inbuf.extend_from_slice(&chunk[..n]);
@@ -232,19 +255,30 @@ impl Session {
             {
                 let bytes = avail[..=i].to_vec();
                 self.start += i + 1;
-                return Ok(Piece { bytes, complete: true });
+                return Ok(Piece {
+                    bytes,
+                    complete: true,
+                });
             }
             if avail.len() >= max {
                 let bytes = avail[..max].to_vec();
                 self.start += max;
-                return Ok(Piece { bytes, complete: false });
+                return Ok(Piece {
+                    bytes,
+                    complete: false,
+                });
             }
             self.fill(timeout).await?;
         }
     }
 
     /// Exactly `n` bytes (a BDAT chunk), kept only while `keep` allows.
-    async fn read_exact_into(&mut self, mut n: usize, sink: &mut Vec<u8>, limit: usize) -> Result<bool, End> {
+    async fn read_exact_into(
+        &mut self,
+        mut n: usize,
+        sink: &mut Vec<u8>,
+        limit: usize,
+    ) -> Result<bool, End> {
         let timeout = Duration::from_secs(self.settings().data_timeout_seconds);
         let mut within = true;
         while n > 0 {
@@ -269,7 +303,11 @@ impl Session {
         self.errors += 1;
         self.reply(r);
         if self.errors >= self.settings().max_errors {
-            return Err(End::Close(Reply::new(421, "4.7.0", format!("{} too many errors", self.hostname()))));
+            return Err(End::Close(Reply::new(
+                421,
+                "4.7.0",
+                format!("{} too many errors", self.hostname()),
+            )));
         }
         Ok(())
     }
@@ -277,7 +315,11 @@ impl Session {
     fn junk(&mut self) -> Result<(), End> {
         self.junk += 1;
         if self.junk > self.settings().max_junk_commands {
-            return Err(End::Close(Reply::new(421, "4.7.0", format!("{} too many commands", self.hostname()))));
+            return Err(End::Close(Reply::new(
+                421,
+                "4.7.0",
+                format!("{} too many commands", self.hostname()),
+            )));
         }
         Ok(())
     }
@@ -305,7 +347,9 @@ impl Session {
 
     fn auth_offered(&self) -> bool {
         self.kind != Listener::Mx
-            && (self.tls || (self.settings().allow_plaintext_auth_on_loopback && is_loopback(self.peer.ip())))
+            && (self.tls
+                || (self.settings().allow_plaintext_auth_on_loopback
+                    && is_loopback(self.peer.ip())))
     }
 
     fn ehlo_lines(&self, host: &str) -> Vec<String> {
@@ -326,7 +370,10 @@ impl Session {
     }
 
     async fn serve(&mut self) -> Result<(), End> {
-        self.reply(Reply::multi(220, vec![format!("{} ESMTP lnmp-bridge", self.hostname())]));
+        self.reply(Reply::multi(
+            220,
+            vec![format!("{} ESMTP lnmp-bridge", self.hostname())],
+        ));
         loop {
             let max = self.settings().max_command_line;
             let timeout = Duration::from_secs(self.settings().command_timeout_seconds);
@@ -343,23 +390,57 @@ impl Session {
             }
             let line = piece.bytes;
             let parsed = Request::parse(&mut line.iter()).map(|r| match r {
-                Request::Ehlo { host } => Request::Ehlo { host: host.into_owned() },
-                Request::Helo { host } => Request::Helo { host: host.into_owned() },
-                Request::Lhlo { host } => Request::Lhlo { host: host.into_owned() },
-                Request::Mail { from } => Request::Mail { from: from.into_owned() },
-                Request::Rcpt { to } => Request::Rcpt { to: to.into_owned() },
-                Request::Bdat { chunk_size, is_last } => Request::Bdat { chunk_size, is_last },
-                Request::Auth { mechanism, initial_response } => Request::Auth {
+                Request::Ehlo { host } => Request::Ehlo {
+                    host: host.into_owned(),
+                },
+                Request::Helo { host } => Request::Helo {
+                    host: host.into_owned(),
+                },
+                Request::Lhlo { host } => Request::Lhlo {
+                    host: host.into_owned(),
+                },
+                Request::Mail { from } => Request::Mail {
+                    from: from.into_owned(),
+                },
+                Request::Rcpt { to } => Request::Rcpt {
+                    to: to.into_owned(),
+                },
+                Request::Bdat {
+                    chunk_size,
+                    is_last,
+                } => Request::Bdat {
+                    chunk_size,
+                    is_last,
+                },
+                Request::Auth {
+                    mechanism,
+                    initial_response,
+                } => Request::Auth {
                     mechanism,
                     initial_response: initial_response.into_owned(),
                 },
-                Request::Noop { value } => Request::Noop { value: value.into_owned() },
-                Request::Vrfy { value } => Request::Vrfy { value: value.into_owned() },
-                Request::Expn { value } => Request::Expn { value: value.into_owned() },
-                Request::Help { value } => Request::Help { value: value.into_owned() },
-                Request::Etrn { name } => Request::Etrn { name: name.into_owned() },
-                Request::Atrn { .. } => Request::Atrn { domains: Vec::new() },
-                Request::Burl { uri, is_last } => Request::Burl { uri: uri.into_owned(), is_last },
+                Request::Noop { value } => Request::Noop {
+                    value: value.into_owned(),
+                },
+                Request::Vrfy { value } => Request::Vrfy {
+                    value: value.into_owned(),
+                },
+                Request::Expn { value } => Request::Expn {
+                    value: value.into_owned(),
+                },
+                Request::Help { value } => Request::Help {
+                    value: value.into_owned(),
+                },
+                Request::Etrn { name } => Request::Etrn {
+                    name: name.into_owned(),
+                },
+                Request::Atrn { .. } => Request::Atrn {
+                    domains: Vec::new(),
+                },
+                Request::Burl { uri, is_last } => Request::Burl {
+                    uri: uri.into_owned(),
+                    is_last,
+                },
                 Request::StartTls => Request::StartTls,
                 Request::Data => Request::Data,
                 Request::Rset => Request::Rset,
@@ -373,11 +454,21 @@ impl Session {
                             self.junk()?;
                             Reply::new(500, "5.5.1", "command unrecognized")
                         }
-                        smtp_proto::Error::InvalidSenderAddress => Reply::new(501, "5.1.7", "bad sender address syntax"),
-                        smtp_proto::Error::InvalidRecipientAddress => Reply::new(501, "5.1.3", "bad recipient address syntax"),
-                        smtp_proto::Error::SyntaxError { syntax } => Reply::new(501, "5.5.4", format!("syntax: {syntax}")),
-                        smtp_proto::Error::InvalidParameter { param } => Reply::new(501, "5.5.4", format!("invalid parameter {param}")),
-                        smtp_proto::Error::UnsupportedParameter { param } => Reply::new(555, "5.5.4", format!("unsupported parameter {param}")),
+                        smtp_proto::Error::InvalidSenderAddress => {
+                            Reply::new(501, "5.1.7", "bad sender address syntax")
+                        }
+                        smtp_proto::Error::InvalidRecipientAddress => {
+                            Reply::new(501, "5.1.3", "bad recipient address syntax")
+                        }
+                        smtp_proto::Error::SyntaxError { syntax } => {
+                            Reply::new(501, "5.5.4", format!("syntax: {syntax}"))
+                        }
+                        smtp_proto::Error::InvalidParameter { param } => {
+                            Reply::new(501, "5.5.4", format!("invalid parameter {param}"))
+                        }
+                        smtp_proto::Error::UnsupportedParameter { param } => {
+                            Reply::new(555, "5.5.4", format!("unsupported parameter {param}"))
+                        }
                         _ => Reply::new(500, "5.5.2", "syntax error"),
                     };
                     self.error(r)?;
@@ -387,7 +478,9 @@ impl Session {
             match request {
                 Request::Ehlo { host } => self.hello(host, true)?,
                 Request::Helo { host } => self.hello(host, false)?,
-                Request::Lhlo { .. } => self.error(Reply::new(500, "5.5.1", "this is not an LMTP server"))?,
+                Request::Lhlo { .. } => {
+                    self.error(Reply::new(500, "5.5.1", "this is not an LMTP server"))?
+                }
                 Request::StartTls => {
                     if self.tls {
                         self.error(Reply::new(503, "5.5.1", "TLS already active"))?;
@@ -413,11 +506,17 @@ impl Session {
                         self.tx = Transaction::default();
                     }
                 }
-                Request::Auth { mechanism, initial_response } => self.auth(mechanism, initial_response).await?,
+                Request::Auth {
+                    mechanism,
+                    initial_response,
+                } => self.auth(mechanism, initial_response).await?,
                 Request::Mail { from } => self.mail(from)?,
                 Request::Rcpt { to } => self.rcpt(to.address).await?,
                 Request::Data => self.data().await?,
-                Request::Bdat { chunk_size, is_last } => self.bdat(chunk_size, is_last).await?,
+                Request::Bdat {
+                    chunk_size,
+                    is_last,
+                } => self.bdat(chunk_size, is_last).await?,
                 Request::Rset => {
                     self.junk()?;
                     self.tx = Transaction::default();
@@ -430,18 +529,29 @@ impl Session {
                 Request::Vrfy { .. } => {
                     // Never a way to learn who exists here.
                     self.junk()?;
-                    self.reply(Reply::new(252, "2.5.0", "cannot VRFY; send some mail and see"));
+                    self.reply(Reply::new(
+                        252,
+                        "2.5.0",
+                        "cannot VRFY; send some mail and see",
+                    ));
                 }
                 Request::Help { .. } => {
                     self.junk()?;
                     self.reply(Reply::new(214, "2.0.0", "see RFC 5321"));
                 }
-                Request::Expn { .. } | Request::Etrn { .. } | Request::Atrn { .. } | Request::Burl { .. } => {
+                Request::Expn { .. }
+                | Request::Etrn { .. }
+                | Request::Atrn { .. }
+                | Request::Burl { .. } => {
                     self.junk()?;
                     self.error(Reply::new(502, "5.5.1", "command not implemented"))?;
                 }
                 Request::Quit => {
-                    self.reply(Reply::new(221, "2.0.0", format!("{} closing connection", self.hostname())));
+                    self.reply(Reply::new(
+                        221,
+                        "2.0.0",
+                        format!("{} closing connection", self.hostname()),
+                    ));
                     self.flush().await?;
                     return Ok(());
                 }
@@ -470,17 +580,25 @@ impl Session {
     async fn read_sasl_line(&mut self, challenge: &str) -> Result<String, End> {
         self.reply(Reply::multi(334, vec![challenge.to_owned()]));
         let timeout = Duration::from_secs(self.settings().command_timeout_seconds);
-        let piece = self.read_piece(self.settings().max_command_line, timeout).await?;
+        let piece = self
+            .read_piece(self.settings().max_command_line, timeout)
+            .await?;
         if !piece.complete {
             return Ok(String::from("\u{0}"));
         }
-        Ok(String::from_utf8_lossy(&piece.bytes).trim_end_matches(['\r', '\n']).to_owned())
+        Ok(String::from_utf8_lossy(&piece.bytes)
+            .trim_end_matches(['\r', '\n'])
+            .to_owned())
     }
 
     async fn auth(&mut self, mechanism: u64, initial: String) -> Result<(), End> {
         if !self.auth_offered() {
             let r = if self.kind == Listener::Mx {
-                Reply::new(503, "5.5.1", "AUTH is not available on this port; use submission")
+                Reply::new(
+                    503,
+                    "5.5.1",
+                    "AUTH is not available on this port; use submission",
+                )
             } else {
                 Reply::new(538, "5.7.11", "encryption required: use STARTTLS first")
             };
@@ -493,30 +611,56 @@ impl Session {
             return self.error(Reply::new(503, "5.5.1", "already authenticated"));
         }
         if self.tx.mail_from.is_some() {
-            return self.error(Reply::new(503, "5.5.1", "AUTH not allowed during a mail transaction"));
+            return self.error(Reply::new(
+                503,
+                "5.5.1",
+                "AUTH not allowed during a mail transaction",
+            ));
         }
         let creds = if mechanism == AUTH_PLAIN {
-            let response = if initial.is_empty() { self.read_sasl_line("").await? } else { initial };
+            let response = if initial.is_empty() {
+                self.read_sasl_line("").await?
+            } else {
+                initial
+            };
             sasl::decode(&response).and_then(|m| sasl::plain(&m))
         } else if mechanism == AUTH_LOGIN {
-            let user = if initial.is_empty() { self.read_sasl_line("VXNlcm5hbWU6").await? } else { initial };
+            let user = if initial.is_empty() {
+                self.read_sasl_line("VXNlcm5hbWU6").await?
+            } else {
+                initial
+            };
             match sasl::decode(&user).and_then(|u| sasl::text(&u)) {
                 Ok(username) => {
                     let pass = self.read_sasl_line("UGFzc3dvcmQ6").await?;
-                    sasl::decode(&pass).and_then(|p| sasl::text(&p)).map(|password| sasl::Credentials {
-                        username,
-                        password: zeroize::Zeroizing::new(password),
-                    })
+                    sasl::decode(&pass)
+                        .and_then(|p| sasl::text(&p))
+                        .map(|password| sasl::Credentials {
+                            username,
+                            password: zeroize::Zeroizing::new(password),
+                        })
                 }
                 Err(e) => Err(e),
             }
         } else {
-            return self.error(Reply::new(504, "5.5.4", "unrecognized authentication mechanism; use PLAIN or LOGIN"));
+            return self.error(Reply::new(
+                504,
+                "5.5.4",
+                "unrecognized authentication mechanism; use PLAIN or LOGIN",
+            ));
         };
         let creds = match creds {
             Ok(c) => c,
-            Err(sasl::SaslError::Cancelled) => return self.error(Reply::new(501, "5.0.0", "authentication cancelled")),
-            Err(sasl::SaslError::Malformed) => return self.error(Reply::new(501, "5.5.2", "malformed authentication response")),
+            Err(sasl::SaslError::Cancelled) => {
+                return self.error(Reply::new(501, "5.0.0", "authentication cancelled"));
+            }
+            Err(sasl::SaslError::Malformed) => {
+                return self.error(Reply::new(
+                    501,
+                    "5.5.2",
+                    "malformed authentication response",
+                ));
+            }
         };
         // Mail clients log in with the full address; the user name is its local part.
         let domain = self.server.settings.domain.clone();
@@ -526,13 +670,32 @@ impl Session {
             None => creds.username.to_ascii_lowercase(),
         };
         let ip = self.peer.ip();
-        let allowed = self.server.auth_limits.lock().unwrap_or_else(|p| p.into_inner()).allowed(ip, &name);
+        let allowed = self
+            .server
+            .auth_limits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .allowed(ip, &name);
         if !allowed {
             tracing::warn!(user = %name, "AUTH refused: too many failures");
-            return self.error(Reply::new(454, "4.7.0", "too many failed attempts; try again later"));
+            return self.error(Reply::new(
+                454,
+                "4.7.0",
+                "too many failed attempts; try again later",
+            ));
         }
-        let ok = !name.is_empty() && self.server.custody.verify_password(&name, &creds.password).await.unwrap_or(false);
-        let user = if ok { self.server.custody.find_user(&name).await.ok().flatten() } else { None };
+        let ok = !name.is_empty()
+            && self
+                .server
+                .custody
+                .verify_password(&name, &creds.password)
+                .await
+                .unwrap_or(false);
+        let user = if ok {
+            self.server.custody.find_user(&name).await.ok().flatten()
+        } else {
+            None
+        };
         match user {
             Some(u) => {
                 tracing::info!(user = %u.username, "authenticated");
@@ -541,9 +704,17 @@ impl Session {
                 Ok(())
             }
             None => {
-                self.server.auth_limits.lock().unwrap_or_else(|p| p.into_inner()).failed(ip, &name);
+                self.server
+                    .auth_limits
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .failed(ip, &name);
                 tracing::info!(user = %name, "AUTH failed");
-                self.error(Reply::new(535, "5.7.8", "authentication credentials invalid"))
+                self.error(Reply::new(
+                    535,
+                    "5.7.8",
+                    "authentication credentials invalid",
+                ))
             }
         }
     }
@@ -559,10 +730,18 @@ impl Session {
             return self.error(Reply::new(503, "5.5.1", "nested MAIL command"));
         }
         if self.messages >= self.settings().max_messages_per_session {
-            return Err(End::Close(Reply::new(421, "4.7.0", format!("{} too many messages in one session", self.hostname()))));
+            return Err(End::Close(Reply::new(
+                421,
+                "4.7.0",
+                format!("{} too many messages in one session", self.hostname()),
+            )));
         }
         if from.size > self.settings().max_message_bytes {
-            return self.error(Reply::new(552, "5.3.4", "message size exceeds the fixed limit"));
+            return self.error(Reply::new(
+                552,
+                "5.3.4",
+                "message size exceeds the fixed limit",
+            ));
         }
         let address = from.address;
         if let Some(user) = &self.user
@@ -571,7 +750,10 @@ impl Session {
             return self.error(Reply::new(
                 550,
                 "5.7.1",
-                format!("<{address}>: sender address is not yours; use {}", user.email),
+                format!(
+                    "<{address}>: sender address is not yours; use {}",
+                    user.email
+                ),
             ));
         }
         self.tx = Transaction {
@@ -669,11 +851,16 @@ impl Session {
             Ok(m) => m,
             Err(p) => {
                 let r = match p {
-                    DataProblem::TooLarge => Reply::new(552, "5.3.4", "message size exceeds the fixed limit"),
+                    DataProblem::TooLarge => {
+                        Reply::new(552, "5.3.4", "message size exceeds the fixed limit")
+                    }
                     DataProblem::LineTooLong => Reply::new(
                         550,
                         "5.6.0",
-                        format!("message has a line longer than {} octets", self.settings().max_data_line),
+                        format!(
+                            "message has a line longer than {} octets",
+                            self.settings().max_data_line
+                        ),
                     ),
                     DataProblem::BareNewline => Reply::new(
                         550,
@@ -728,7 +915,11 @@ impl Session {
     async fn inbound(&mut self, tx: &Transaction, message: Vec<u8>) -> Reply {
         let mail_from = tx.mail_from.clone().unwrap_or_default();
         let helo = self.helo.clone().unwrap_or_default();
-        let verdict = self.server.verifier.check(self.peer.ip(), &helo, &mail_from, &message).await;
+        let verdict = self
+            .server
+            .verifier
+            .check(self.peer.ip(), &helo, &mail_from, &message)
+            .await;
         if let verify::Action::Reject(reason) = &verdict.action {
             return Reply::new(550, "5.7.1", format!("message refused: {reason}"));
         }
@@ -755,7 +946,11 @@ impl Session {
         if let Admit::Refuse(r) = decision {
             return r;
         }
-        let mailbox = if verdict.action == verify::Action::Junk { "Junk" } else { "INBOX" };
+        let mailbox = if verdict.action == verify::Action::Junk {
+            "Junk"
+        } else {
+            "INBOX"
+        };
         let mut raw = self.received_header(tx).into_bytes();
         raw.extend_from_slice(&message);
         let sender = if mail_from.is_empty() {
@@ -777,9 +972,18 @@ impl Session {
         match delivered {
             Ok(ids) => {
                 tracing::info!(from = %mail_from, recipients = ids.len(), mailbox, "delivered");
-                Reply::new(250, "2.0.0", format!("ok: queued as {}", ids.first().map(|s| &s[..16]).unwrap_or("-")))
+                Reply::new(
+                    250,
+                    "2.0.0",
+                    format!(
+                        "ok: queued as {}",
+                        ids.first().map(|s| &s[..16]).unwrap_or("-")
+                    ),
+                )
             }
-            Err(crate::delivery::DeliveryError::Convert(e)) => Reply::new(554, "5.6.0", format!("message refused: {e}")),
+            Err(crate::delivery::DeliveryError::Convert(e)) => {
+                Reply::new(554, "5.6.0", format!("message refused: {e}"))
+            }
             Err(e) => {
                 tracing::error!(error = %e, "delivery failed");
                 Reply::new(451, "4.3.0", "local error in processing; try again later")
@@ -797,17 +1001,28 @@ impl Session {
             return Reply::new(550, "5.6.0", "message has no From address");
         }
         if let Some(bad) = froms.iter().find(|f| !owns_address(&user, f)) {
-            return Reply::new(550, "5.7.1", format!("From <{bad}> is not one of your addresses"));
+            return Reply::new(
+                550,
+                "5.7.1",
+                format!("From <{bad}> is not one of your addresses"),
+            );
         }
         let mut raw = self.received_header(tx).into_bytes();
         raw.extend_from_slice(&message);
         let mail_from = tx.mail_from.clone().unwrap_or_default();
-        match self.server.courier.submit(&user, &mail_from, &raw, &tx.routes).await {
+        match self
+            .server
+            .courier
+            .submit(&user, &mail_from, &raw, &tx.routes)
+            .await
+        {
             Ok(()) => {
                 tracing::info!(user = %user.username, recipients = tx.routes.len(), "submitted");
                 Reply::new(250, "2.0.0", "ok: queued")
             }
-            Err(crate::delivery::DeliveryError::Convert(e)) => Reply::new(554, "5.6.0", format!("message refused: {e}")),
+            Err(crate::delivery::DeliveryError::Convert(e)) => {
+                Reply::new(554, "5.6.0", format!("message refused: {e}"))
+            }
             Err(e) => {
                 tracing::error!(error = %e, "submission failed");
                 Reply::new(451, "4.3.0", "local error in processing; try again later")
@@ -833,15 +1048,19 @@ fn owns_address(user: &UserInfo, address: &str) -> bool {
         None => (local, None),
     };
     let name = name.split_once('+').map_or(name, |(n, _)| n);
-    name.eq_ignore_ascii_case(&user.username) && checksum.is_none_or(|c| c == user.address.checksum())
+    name.eq_ignore_ascii_case(&user.username)
+        && checksum.is_none_or(|c| c == user.address.checksum())
 }
 
 fn header_froms(message: &[u8]) -> Vec<String> {
     mail_parser::MessageParser::new()
         .parse_headers(message)
         .and_then(|m| {
-            m.from()
-                .map(|a| a.iter().filter_map(|x| x.address.as_deref().map(str::to_owned)).collect())
+            m.from().map(|a| {
+                a.iter()
+                    .filter_map(|x| x.address.as_deref().map(str::to_owned))
+                    .collect()
+            })
         })
         .unwrap_or_default()
 }

@@ -1,7 +1,7 @@
 //! SPF, DKIM and DMARC for mail arriving at the MX (mail-auth), through the resolver
 //! the config names, and what the config says a failure gets.
 
-use crate::config::{Dns, DmarcFailure, OnFailure, Smtp};
+use crate::config::{DmarcFailure, Dns, OnFailure, Smtp};
 use mail_auth::common::verify::VerifySignature;
 use mail_auth::dmarc::Policy;
 use mail_auth::hickory_resolver::config::{
@@ -133,10 +133,7 @@ impl Verifier {
             .auth
             .verify_spf(SpfParameters::verify(ip, helo, &self.hostname, mail_from))
             .await;
-        let spf_domain = mail_from
-            .rsplit_once('@')
-            .map(|(_, d)| d)
-            .unwrap_or(helo);
+        let spf_domain = mail_from.rsplit_once('@').map(|(_, d)| d).unwrap_or(helo);
         let dmarc = self
             .auth
             .verify_dmarc(DmarcParameters::new(&message, &dkim, spf_domain, &spf))
@@ -158,8 +155,8 @@ impl Verifier {
             && dkim
                 .iter()
                 .any(|d| matches!(d.result(), DkimResult::Fail(_) | DkimResult::Neutral(_)));
-        let dmarc_pass = dmarc.spf_result() == &DmarcResult::Pass
-            || dmarc.dkim_result() == &DmarcResult::Pass;
+        let dmarc_pass =
+            dmarc.spf_result() == &DmarcResult::Pass || dmarc.dkim_result() == &DmarcResult::Pass;
         // A domain that publishes DMARC and neither aligned SPF nor aligned DKIM passed
         // (no signature at all counts as not passing).
         let dmarc_failed = dmarc.dmarc_record().is_some() && !dmarc_pass;
@@ -211,7 +208,10 @@ mod tests {
             parse_nameserver("127.0.0.1:5353"),
             Some("127.0.0.1:5353".parse().unwrap())
         );
-        assert_eq!(parse_nameserver("[::1]:53"), Some("[::1]:53".parse().unwrap()));
+        assert_eq!(
+            parse_nameserver("[::1]:53"),
+            Some("[::1]:53".parse().unwrap())
+        );
         assert_eq!(parse_nameserver("::1"), Some("[::1]:53".parse().unwrap()));
         assert_eq!(parse_nameserver("ns.example"), None);
     }

@@ -115,7 +115,9 @@ mod tests {
             assert_eq!(rows.len(), 3);
             assert!(rows.windows(2).all(|w| w[0].modseq < w[1].modseq));
             assert_eq!(rows[2].message_id, "m2");
-            let boxes = crate::store::mailboxes::list(&store, alice.id).await.unwrap();
+            let boxes = crate::store::mailboxes::list(&store, alice.id)
+                .await
+                .unwrap();
             let inbox = boxes.iter().find(|b| b.name == "INBOX").unwrap();
             assert_eq!(inbox.uidnext, 4);
             assert_eq!(count(&store, alice.id).await.unwrap(), 3);
@@ -133,7 +135,10 @@ mod tests {
                     })
                 }))
                 .await;
-            assert!(matches!(missing, Err(crate::store::StoreError::NotFound(_))));
+            assert!(matches!(
+                missing,
+                Err(crate::store::StoreError::NotFound(_))
+            ));
         })
         .await;
     }

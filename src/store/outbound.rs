@@ -90,12 +90,17 @@ mod tests {
                 expires_at: 20,
             };
             let id = store
-                .write(Box::new(move |c| Box::pin(async move { enqueue_in(c, &m).await })))
+                .write(Box::new(move |c| {
+                    Box::pin(async move { enqueue_in(c, &m).await })
+                }))
                 .await
                 .unwrap();
             let q = queued(&store).await.unwrap();
             assert_eq!(q.len(), 2);
-            assert!(q.iter().all(|r| r.message_id == id && r.mail_from == "alice@d.test"));
+            assert!(
+                q.iter()
+                    .all(|r| r.message_id == id && r.mail_from == "alice@d.test")
+            );
             assert_eq!(q[1].recipient, "b@y.test");
             assert_eq!(
                 raw(&store, id).await.unwrap().unwrap(),
