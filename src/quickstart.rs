@@ -48,7 +48,9 @@ pub async fn run(o: Options) -> anyhow::Result<String> {
          # config/lnmp-bridge.example.toml in the source.\n\n\
          [server]\ndomain = {}\nhostname = {}\ndata_dir = \"data\"\n\n\
          [http]\nlisten = \"0.0.0.0:443\"\n\n\
-         [relay]\nlisten = \"0.0.0.0:7138\"\n",
+         [relay]\nlisten = \"0.0.0.0:7138\"\n\n\
+         [smtp]\nmx_listen = \"0.0.0.0:25\"\nsubmission_listen = \"0.0.0.0:587\"\n\
+         submissions_listen = \"0.0.0.0:465\"\n",
         quoted(&domain),
         quoted(&hostname)
     );

@@ -99,6 +99,41 @@ fn fallback_name(n: usize, mime: &str) -> String {
     format!("attachment-{n}.{ext}")
 }
 
+/// A part's decoded bytes. mail-parser hands back still-encoded base64 when it could
+/// not decode a part cleanly (a missing final boundary leaves trailing text after the
+/// base64); such a part is decoded again here, leniently, from its raw bytes.
+fn contents_of<'a>(
+    part: &'a mail_parser::MessagePart<'_>,
+    raw: &[u8],
+) -> std::borrow::Cow<'a, [u8]> {
+    use base64::Engine;
+    let base64_declared = part.encoding == mail_parser::Encoding::Base64
+        || part
+            .content_transfer_encoding()
+            .is_some_and(|e| e.trim().eq_ignore_ascii_case("base64"));
+    if part.is_encoding_problem && base64_declared {
+        let body = raw
+            .get(part.offset_body as usize..part.offset_end as usize)
+            .unwrap_or_default();
+        let clean: Vec<u8> = body
+            .iter()
+            .copied()
+            .take_while(|&b| b != b'-')
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect();
+        let lenient = base64::engine::GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            base64::engine::GeneralPurposeConfig::new()
+                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
+                .with_decode_allow_trailing_bits(true),
+        );
+        if let Ok(d) = lenient.decode(&clean) {
+            return std::borrow::Cow::Owned(d);
+        }
+    }
+    std::borrow::Cow::Borrowed(part.contents())
+}
+
 fn mime_of(part: &mail_parser::MessagePart<'_>) -> String {
     if part.is_message() {
         return "message/rfc822".into();
@@ -166,13 +201,27 @@ pub fn from_mime(
         blobs.push(sealed);
     }
 
-    for (n, part) in message.attachments().enumerate() {
+    // A calendar invite usually comes twice: as the text/calendar alternative a client
+    // shows as the invite, and as an .ics attachment with the same bytes. Keep one.
+    let parts: Vec<_> = message.attachments().collect();
+    let is_attachment = |p: &mail_parser::MessagePart<'_>| {
+        p.content_disposition().is_some_and(|d| d.is_attachment())
+    };
+    for (n, part) in parts.iter().enumerate() {
         let mime = mime_of(part);
+        let duplicate_invite = mime == "text/calendar"
+            && !is_attachment(part)
+            && parts.iter().enumerate().any(|(m, other)| {
+                m != n && is_attachment(other) && contents_of(other, raw) == contents_of(part, raw)
+            });
+        if duplicate_invite {
+            continue;
+        }
         let name = part
             .attachment_name()
             .map(str::to_owned)
             .unwrap_or_else(|| fallback_name(n + 1, &mime));
-        let sealed = FileAttachment::seal(&name, &mime, part.contents(), &mut rng);
+        let sealed = FileAttachment::seal(&name, &mime, &contents_of(part, raw), &mut rng);
         attachments.push(sealed.attachment.clone());
         blobs.push(sealed);
     }

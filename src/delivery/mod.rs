@@ -170,7 +170,8 @@ impl Courier {
     ) -> Result<Vec<String>, DeliveryError> {
         let origin = Origin::Bridged {
             authentication_results: mail.authentication_results.clone(),
-            mail_from: Some(mail.mail_from.to_owned()).filter(|s| !s.is_empty()),
+            // Empty for the null sender, as docs/PROTOCOL.md §6.7 says.
+            mail_from: Some(mail.mail_from.to_owned()),
         };
         let mut converted = convert::from_mime(mail.raw, origin, &self.settings.convert)?;
         self.store_blobs(&mut converted).await?;
