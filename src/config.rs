@@ -310,6 +310,8 @@ pub struct Smtp {
     pub max_data_line: usize,
     /// Messages per session before the server closes it.
     pub max_messages_per_session: usize,
+    /// Commands of any kind per session before the server closes it.
+    pub max_commands: usize,
     /// Commands that do not move a transaction on (NOOP, RSET, VRFY, HELP, unknown)
     /// per session.
     pub max_junk_commands: usize,
@@ -352,6 +354,7 @@ impl Default for Smtp {
             max_command_line: 2048,
             max_data_line: 8192,
             max_messages_per_session: 1000,
+            max_commands: 10_000,
             max_junk_commands: 100,
             max_errors: 20,
             max_connections: 1000,
@@ -654,6 +657,7 @@ impl Config {
                 self.smtp.max_messages_per_session as u64,
             ),
             ("smtp.max_errors", self.smtp.max_errors as u64),
+            ("smtp.max_commands", self.smtp.max_commands as u64),
             ("smtp.max_connections", self.smtp.max_connections as u64),
             (
                 "smtp.max_connections_per_ip",

@@ -182,7 +182,16 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         outbox,
         CourierSettings::from_config(&config),
     ));
-    let smtp_bound = start_smtp(&config, &custody, courier, &opts, &tasks, &shutdown).await?;
+    let smtp_bound = start_smtp(
+        &config,
+        &custody,
+        courier,
+        &opts,
+        metrics.clone(),
+        &tasks,
+        &shutdown,
+    )
+    .await?;
     if !config.relay.read_relays.is_empty() {
         tasks.spawn(follow_read_relays(
             custody.clone(),
@@ -210,6 +219,7 @@ async fn start_smtp(
     custody: &Custody,
     courier: Arc<Courier>,
     opts: &ClientOptions,
+    metrics: Arc<Metrics>,
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Vec<(smtp::Listener, std::net::SocketAddr)>> {
@@ -239,6 +249,7 @@ async fn start_smtp(
             opts.tls.clone(),
             Some(config.relay_client.lookup_base.clone()).filter(|b| !b.is_empty()),
         )?,
+        metrics,
     );
     let mut bound = Vec::new();
     for (kind, listener, addr) in listeners {

@@ -14,9 +14,19 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SmtpLabels {
+    /// mx, submission or submissions.
+    pub listener: &'static str,
+    /// For messages: accepted, refused (5xx) or deferred (4xx).
+    pub result: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub http_requests: Family<HttpLabels, Counter>,
+    pub smtp_sessions: Family<SmtpLabels, Counter>,
+    pub smtp_messages: Family<SmtpLabels, Counter>,
     pub users: Gauge,
 }
 
@@ -40,11 +50,25 @@ impl Metrics {
             "HTTP requests answered, by route and status",
             http_requests.clone(),
         );
+        let smtp_sessions = Family::<SmtpLabels, Counter>::default();
+        registry.register(
+            "smtp_sessions",
+            "SMTP sessions, by listener and how they were let in (accepted, refused when over the connection limits)",
+            smtp_sessions.clone(),
+        );
+        let smtp_messages = Family::<SmtpLabels, Counter>::default();
+        registry.register(
+            "smtp_messages",
+            "Messages read to their end by the SMTP server, by listener and answer",
+            smtp_messages.clone(),
+        );
         let users = Gauge::default();
         registry.register("users", "Users of the domain", users.clone());
         Metrics {
             registry,
             http_requests,
+            smtp_sessions,
+            smtp_messages,
             users,
         }
     }

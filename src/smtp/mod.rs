@@ -137,6 +137,7 @@ impl AuthLimiter {
 
 pub struct SmtpServer {
     settings: SmtpSettings,
+    metrics: Arc<crate::metrics::Metrics>,
     custody: Custody,
     courier: Arc<Courier>,
     verifier: verify::Verifier,
@@ -177,6 +178,7 @@ impl SmtpServer {
         admission: Arc<dyn Admission>,
         tls: Option<TlsAcceptor>,
         lookup: Resolver,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Arc<SmtpServer> {
         let s = &settings.smtp;
         let auth_limits = AuthLimiter {
@@ -188,6 +190,7 @@ impl SmtpServer {
         };
         Arc::new(SmtpServer {
             settings,
+            metrics,
             custody,
             courier,
             verifier,
@@ -221,6 +224,31 @@ impl SmtpServer {
         })
     }
 
+    fn count_session(&self, kind: Listener, result: &'static str) {
+        self.metrics
+            .smtp_sessions
+            .get_or_create(&crate::metrics::SmtpLabels {
+                listener: kind.name(),
+                result,
+            })
+            .inc();
+    }
+
+    fn count_message(&self, kind: Listener, reply: &Reply) {
+        let result = match reply.code {
+            200..=399 => "accepted",
+            400..=499 => "deferred",
+            _ => "refused",
+        };
+        self.metrics
+            .smtp_messages
+            .get_or_create(&crate::metrics::SmtpLabels {
+                listener: kind.name(),
+                result,
+            })
+            .inc();
+    }
+
     /// Accepts connections on `listener` until `shutdown`, a session each.
     pub async fn serve(
         self: Arc<Self>,
@@ -248,9 +276,11 @@ impl SmtpServer {
             tracker.spawn(
                 async move {
                     let Some(slot) = server.admit_connection(peer.ip()) else {
+                        server.count_session(kind, "refused");
                         session::refuse_busy(tcp, &server.settings.hostname).await;
                         return;
                     };
+                    server.count_session(kind, "accepted");
                     session::run(server.clone(), tcp, peer, kind, shutdown).await;
                     drop(slot);
                 }

@@ -114,6 +114,7 @@ struct Session {
     user: Option<UserInfo>,
     tx: Transaction,
     messages: usize,
+    commands: usize,
     junk: usize,
     errors: usize,
     deadline: Instant,
@@ -144,6 +145,7 @@ pub(super) async fn run(
         user: None,
         tx: Transaction::default(),
         messages: 0,
+        commands: 0,
         junk: 0,
         errors: 0,
         deadline,
@@ -387,6 +389,14 @@ impl Session {
                 }
                 self.error(Reply::new(500, "5.5.2", "line too long"))?;
                 continue;
+            }
+            self.commands += 1;
+            if self.commands > self.settings().max_commands {
+                return Err(End::Close(Reply::new(
+                    421,
+                    "4.7.0",
+                    format!("{} too many commands in one session", self.hostname()),
+                )));
             }
             let line = piece.bytes;
             let parsed = Request::parse(&mut line.iter()).map(|r| match r {
@@ -817,6 +827,14 @@ impl Session {
 
     async fn bdat(&mut self, size: usize, last: bool) -> Result<(), End> {
         let limit = self.settings().max_message_bytes;
+        if size > limit {
+            // Reading a chunk this size just to stay in step is not worth it.
+            return Err(End::Close(Reply::new(
+                552,
+                "5.3.4",
+                "chunk exceeds the message size limit; closing",
+            )));
+        }
         let mut chunks = std::mem::take(&mut self.tx.chunks);
         // The chunk is read whatever the answer, so the session stays in step.
         let within = self.read_exact_into(size, &mut chunks, limit).await?;
@@ -850,6 +868,8 @@ impl Session {
         let message = match read {
             Ok(m) => m,
             Err(p) => {
+                self.server
+                    .count_message(self.kind, &Reply::new(550, "", ""));
                 let r = match p {
                     DataProblem::TooLarge => {
                         Reply::new(552, "5.3.4", "message size exceeds the fixed limit")
@@ -876,6 +896,7 @@ impl Session {
             Listener::Mx => self.inbound(&tx, message).await,
             _ => self.submission(&tx, message).await,
         };
+        self.server.count_message(self.kind, &reply);
         if reply.is_positive() {
             self.reply(reply);
             Ok(())
