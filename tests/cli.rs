@@ -358,14 +358,7 @@ async fn serve_answers_lookups_that_verify() {
         assert_eq!(resp.status(), status, "{q}");
         assert_eq!(resp.headers()["access-control-allow-origin"], "*");
     }
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::fetch_text(&client, &format!("{base}/metrics")).await;
     assert!(
         metrics.contains(
             "lnmp_bridge_http_requests_total{route=\"/.well-known/lnmp.json\",status=\"404\"} 1"

@@ -230,14 +230,7 @@ async fn mail_from_the_email_world_reaches_the_users_inbox_sealed() {
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
-    let metrics = http
-        .get(format!("https://{}/metrics", b.running().http))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::fetch_text(&http, &format!("https://{}/metrics", b.running().http)).await;
     assert!(
         metrics.contains("lnmp_bridge_smtp_messages_total{listener=\"mx\",result=\"accepted\"} 1"),
         "{metrics}"

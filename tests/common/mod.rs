@@ -41,3 +41,8 @@ pub fn run_with_stdin(cmd: &mut Command, stdin: &str) -> Output {
         .unwrap();
     child.wait_with_output().unwrap()
 }
+
+/// The body of a GET that must succeed at the HTTP level.
+pub async fn fetch_text(client: &reqwest::Client, url: &str) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}
