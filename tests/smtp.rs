@@ -850,3 +850,32 @@ async fn users_write_to_lnmp_addresses_elsewhere_through_the_relay_outbox() {
     b.stop().await;
     other.stop().await;
 }
+
+#[tokio::test]
+async fn without_the_embedded_relay_local_mail_is_queued_for_the_users_relay() {
+    let b = bridge(|c| {
+        c.relay.enabled = false;
+        c.relay.public_url = "wss://relay.elsewhere.example".into();
+    })
+    .await;
+    assert!(b.running().relay.is_none());
+    let email = lettre::Message::builder()
+        .from("bob@example.test".parse::<Mailbox>().unwrap())
+        .to(format!("alice@{DOMAIN}").parse::<Mailbox>().unwrap())
+        .subject("via the outbox")
+        .body("x".to_owned())
+        .unwrap();
+    mx_transport(b.port(Listener::Mx))
+        .send(email)
+        .await
+        .unwrap();
+    let inbox = inbox_of(&b, "alice", "INBOX").await;
+    assert_eq!(inbox.len(), 1);
+    let (m, _) = &inbox[0];
+    assert_eq!(m.relays, vec!["wss://relay.elsewhere.example".to_owned()]);
+    let state = store::outbox::state(b.store(), &m.id.to_hex())
+        .await
+        .unwrap();
+    assert!(state.is_some(), "queued for the users' relay");
+    b.stop().await;
+}

@@ -5,6 +5,8 @@
 //!   the sender's key (a legacy sender's is derived from the master key and their
 //!   address), and committed to the embedded relay's store, the user's LNMP inbox and
 //!   a mailbox (INBOX or Junk) at once. Live relay subscribers hear of it after commit.
+//!   With the embedded relay turned off, the copy is queued in the relay outbox for
+//!   the relay the users publish instead.
 //! - Mail from a user to an LNMP address elsewhere is sealed to the recipient and the
 //!   user, signed with the user's custodial key, and queued in the relay outbox.
 //! - Mail from a user to any other address is queued for outbound SMTP.
@@ -195,7 +197,7 @@ impl Courier {
             });
         }
         let size = mail.raw.len() as i64;
-        let retention = self.settings.retention.as_secs() as i64;
+        let relay = self.user_relay();
         let copies = Arc::new(copies);
         let committed = copies.clone();
         self.store()
@@ -204,7 +206,7 @@ impl Courier {
                     let now = store::now();
                     store::legacy::remember_in(c, &sender_key, &sender_address, now).await?;
                     for copy in committed.iter() {
-                        file_local(c, copy, size, now, retention).await?;
+                        file_local(c, copy, size, now, &relay).await?;
                     }
                     Ok(())
                 })
@@ -213,8 +215,24 @@ impl Courier {
         Ok(self.announce(&copies))
     }
 
-    /// Tells live relay subscribers about committed local copies; returns their ids.
+    fn user_relay(&self) -> UserRelay {
+        match &self.relay {
+            Some(_) => UserRelay::Embedded {
+                retention: self.settings.retention.as_secs() as i64,
+            },
+            None => UserRelay::Remote {
+                url: self.custody.relay_url().to_owned(),
+                lifetime: self.settings.outbound_lifetime.as_secs() as i64,
+            },
+        }
+    }
+
+    /// Tells live relay subscribers about committed local copies (or wakes the outbox
+    /// that carries them to the users' relay); returns their ids.
     fn announce(&self, copies: &[LocalCopy]) -> Vec<String> {
+        if self.relay.is_none() && !copies.is_empty() {
+            self.outbox.wake();
+        }
         copies
             .iter()
             .map(|c| {
@@ -290,7 +308,7 @@ impl Courier {
             }
         });
         let size = raw.len() as i64;
-        let retention = self.settings.retention.as_secs() as i64;
+        let relay = self.user_relay();
         let copies = Arc::new(copies);
         let committed = copies.clone();
         let queued_remote = !remote.is_empty();
@@ -299,7 +317,7 @@ impl Courier {
                 Box::pin(async move {
                     let now = store::now();
                     for copy in committed.iter() {
-                        file_local(c, copy, size, now, retention).await?;
+                        file_local(c, copy, size, now, &relay).await?;
                     }
                     for (id, json, relays, expires_at) in &remote {
                         store::outbox::enqueue_in(c, id, json, relays, *expires_at).await?;
@@ -319,22 +337,44 @@ impl Courier {
     }
 }
 
-/// Commits one local copy: the relay store, the user's LNMP inbox, and the mailbox.
+/// How local copies reach the user's relay.
+#[derive(Clone)]
+enum UserRelay {
+    /// The embedded relay: its store is in this database, committed with the copy.
+    Embedded { retention: i64 },
+    /// The relay is elsewhere (`relay.enabled = false`): the copy is queued in the
+    /// relay outbox for it.
+    Remote { url: String, lifetime: i64 },
+}
+
+/// Commits one local copy: the user's relay (its store, or the outbox for it), the
+/// user's LNMP inbox, and the mailbox.
 async fn file_local(
     c: &mut sqlx::AnyConnection,
     copy: &LocalCopy,
     size: i64,
     now: i64,
-    retention: i64,
+    relay: &UserRelay,
 ) -> store::Result<()> {
-    let incoming = store::relay::Incoming {
-        message: copy.message.clone(),
-        json: copy.json.clone(),
-        received_at: now,
-        expires_at: now.saturating_add(retention),
-        local_recipients: vec![copy.user_id],
-    };
-    store::relay::insert_in(c, &incoming).await?;
+    match relay {
+        UserRelay::Embedded { retention } => {
+            let incoming = store::relay::Incoming {
+                message: copy.message.clone(),
+                json: copy.json.clone(),
+                received_at: now,
+                expires_at: now.saturating_add(*retention),
+                local_recipients: vec![copy.user_id],
+            };
+            store::relay::insert_in(c, &incoming).await?;
+        }
+        UserRelay::Remote { url, lifetime } => {
+            store::inbox::insert_in(c, copy.user_id, &copy.message, &copy.json, now).await?;
+            let id = copy.message.id.to_hex();
+            let relays = [url.clone()];
+            store::outbox::enqueue_in(c, &id, &copy.json, &relays, now.saturating_add(*lifetime))
+                .await?;
+        }
+    }
     store::mail::file_in(
         c,
         copy.user_id,
