@@ -112,6 +112,16 @@ async fn inbox_of(b: &Bridge, user: &str, mailbox: &str) -> Vec<(Message, Messag
     out
 }
 
+/// A plain text message.
+fn mail(from: &str, to: &str, subject: &str, body: &str) -> lettre::Message {
+    lettre::Message::builder()
+        .from(from.parse::<Mailbox>().unwrap())
+        .to(to.parse::<Mailbox>().unwrap())
+        .subject(subject)
+        .body(body.to_owned())
+        .unwrap()
+}
+
 fn insecure_tls() -> TlsParameters {
     TlsParameters::builder(HOST.into())
         .dangerous_accept_invalid_certs(true)
@@ -241,17 +251,10 @@ async fn mail_from_the_email_world_reaches_the_users_inbox_sealed() {
 #[tokio::test]
 async fn dmarc_reject_is_followed_and_failures_can_be_junked() {
     let b = bridge(|_| {}).await;
-    let mail = |from: &str| {
-        lettre::Message::builder()
-            .from(from.parse::<Mailbox>().unwrap())
-            .to(format!("alice@{DOMAIN}").parse::<Mailbox>().unwrap())
-            .subject("spoof")
-            .body("x".to_owned())
-            .unwrap()
-    };
+    let spoof = |from: &str| mail(from, &format!("alice@{DOMAIN}"), "spoof", "x");
     // example.net allows only 192.0.2.0/24 and publishes p=reject.
     let err = mx_transport(b.port(Listener::Mx))
-        .send(mail("ceo@example.net"))
+        .send(spoof("ceo@example.net"))
         .await
         .unwrap_err();
     assert!(err.is_permanent(), "{err}");
@@ -261,7 +264,7 @@ async fn dmarc_reject_is_followed_and_failures_can_be_junked() {
 
     let b = bridge(|c| c.smtp.dmarc_failure = lnmp_bridge::config::DmarcFailure::Junk).await;
     mx_transport(b.port(Listener::Mx))
-        .send(mail("ceo@example.net"))
+        .send(spoof("ceo@example.net"))
         .await
         .unwrap();
     assert!(inbox_of(&b, "alice", "INBOX").await.is_empty());
@@ -339,24 +342,24 @@ async fn users_submit_to_local_users_and_to_the_email_world() {
     );
 
     // Her LNMP address is hers too, as an envelope and header sender.
-    let email = lettre::Message::builder()
-        .from(alice_lnmp.parse::<Mailbox>().unwrap())
-        .to(format!("bob@{DOMAIN}").parse::<Mailbox>().unwrap())
-        .subject("from my LNMP address")
-        .body("x".to_owned())
-        .unwrap();
+    let email = mail(
+        &alice_lnmp,
+        &format!("bob@{DOMAIN}"),
+        "from my LNMP address",
+        "x",
+    );
     submission(&b, "alice", "pw-of-alice", false)
         .send(email)
         .await
         .unwrap();
 
     // Someone else's From is refused.
-    let forged = lettre::Message::builder()
-        .from(format!("bob@{DOMAIN}").parse::<Mailbox>().unwrap())
-        .to(format!("bob@{DOMAIN}").parse::<Mailbox>().unwrap())
-        .subject("forged")
-        .body("x".to_owned())
-        .unwrap();
+    let forged = mail(
+        &format!("bob@{DOMAIN}"),
+        &format!("bob@{DOMAIN}"),
+        "forged",
+        "x",
+    );
     let err = submission(&b, "alice", "pw-of-alice", false)
         .send(forged)
         .await
@@ -365,12 +368,12 @@ async fn users_submit_to_local_users_and_to_the_email_world() {
     assert_eq!(inbox_of(&b, "bob", "INBOX").await.len(), 3);
 
     // A wrong password is refused.
-    let email = lettre::Message::builder()
-        .from(format!("alice@{DOMAIN}").parse::<Mailbox>().unwrap())
-        .to(format!("bob@{DOMAIN}").parse::<Mailbox>().unwrap())
-        .subject("x")
-        .body("x".to_owned())
-        .unwrap();
+    let email = mail(
+        &format!("alice@{DOMAIN}"),
+        &format!("bob@{DOMAIN}"),
+        "x",
+        "x",
+    );
     let err = submission(&b, "alice", "wrong", false)
         .send(email)
         .await
@@ -801,12 +804,12 @@ async fn users_write_to_lnmp_addresses_elsewhere_through_the_relay_outbox() {
     let to = bob.address.to_string();
     assert!(to.contains('#') && to.ends_with("@other.test"), "{to}");
 
-    let email = lettre::Message::builder()
-        .from(format!("alice@{DOMAIN}").parse::<Mailbox>().unwrap())
-        .to(to.parse::<Mailbox>().unwrap())
-        .subject("across domains")
-        .body("hello over LNMP".to_owned())
-        .unwrap();
+    let email = mail(
+        &format!("alice@{DOMAIN}"),
+        &to,
+        "across domains",
+        "hello over LNMP",
+    );
     submission(&b, "alice", "pw-of-alice", false)
         .send(email)
         .await
@@ -859,12 +862,12 @@ async fn without_the_embedded_relay_local_mail_is_queued_for_the_users_relay() {
     })
     .await;
     assert!(b.running().relay.is_none());
-    let email = lettre::Message::builder()
-        .from("bob@example.test".parse::<Mailbox>().unwrap())
-        .to(format!("alice@{DOMAIN}").parse::<Mailbox>().unwrap())
-        .subject("via the outbox")
-        .body("x".to_owned())
-        .unwrap();
+    let email = mail(
+        "bob@example.test",
+        &format!("alice@{DOMAIN}"),
+        "via the outbox",
+        "x",
+    );
     mx_transport(b.port(Listener::Mx))
         .send(email)
         .await

@@ -399,63 +399,7 @@ impl Session {
                 )));
             }
             let line = piece.bytes;
-            let parsed = Request::parse(&mut line.iter()).map(|r| match r {
-                Request::Ehlo { host } => Request::Ehlo {
-                    host: host.into_owned(),
-                },
-                Request::Helo { host } => Request::Helo {
-                    host: host.into_owned(),
-                },
-                Request::Lhlo { host } => Request::Lhlo {
-                    host: host.into_owned(),
-                },
-                Request::Mail { from } => Request::Mail {
-                    from: from.into_owned(),
-                },
-                Request::Rcpt { to } => Request::Rcpt {
-                    to: to.into_owned(),
-                },
-                Request::Bdat {
-                    chunk_size,
-                    is_last,
-                } => Request::Bdat {
-                    chunk_size,
-                    is_last,
-                },
-                Request::Auth {
-                    mechanism,
-                    initial_response,
-                } => Request::Auth {
-                    mechanism,
-                    initial_response: initial_response.into_owned(),
-                },
-                Request::Noop { value } => Request::Noop {
-                    value: value.into_owned(),
-                },
-                Request::Vrfy { value } => Request::Vrfy {
-                    value: value.into_owned(),
-                },
-                Request::Expn { value } => Request::Expn {
-                    value: value.into_owned(),
-                },
-                Request::Help { value } => Request::Help {
-                    value: value.into_owned(),
-                },
-                Request::Etrn { name } => Request::Etrn {
-                    name: name.into_owned(),
-                },
-                Request::Atrn { .. } => Request::Atrn {
-                    domains: Vec::new(),
-                },
-                Request::Burl { uri, is_last } => Request::Burl {
-                    uri: uri.into_owned(),
-                    is_last,
-                },
-                Request::StartTls => Request::StartTls,
-                Request::Data => Request::Data,
-                Request::Rset => Request::Rset,
-                Request::Quit => Request::Quit,
-            });
+            let parsed = Request::parse(&mut line.iter()).map(owned);
             let request: Request<String> = match parsed {
                 Ok(r) => r,
                 Err(e) => {
@@ -1049,6 +993,67 @@ impl Session {
                 Reply::new(451, "4.3.0", "local error in processing; try again later")
             }
         }
+    }
+}
+
+/// The request with its borrowed strings copied, so the input buffer can move on.
+fn owned(r: Request<std::borrow::Cow<'_, str>>) -> Request<String> {
+    match r {
+        Request::Ehlo { host } => Request::Ehlo {
+            host: host.into_owned(),
+        },
+        Request::Helo { host } => Request::Helo {
+            host: host.into_owned(),
+        },
+        Request::Lhlo { host } => Request::Lhlo {
+            host: host.into_owned(),
+        },
+        Request::Mail { from } => Request::Mail {
+            from: from.into_owned(),
+        },
+        Request::Rcpt { to } => Request::Rcpt {
+            to: to.into_owned(),
+        },
+        Request::Bdat {
+            chunk_size,
+            is_last,
+        } => Request::Bdat {
+            chunk_size,
+            is_last,
+        },
+        Request::Auth {
+            mechanism,
+            initial_response,
+        } => Request::Auth {
+            mechanism,
+            initial_response: initial_response.into_owned(),
+        },
+        Request::Noop { value } => Request::Noop {
+            value: value.into_owned(),
+        },
+        Request::Vrfy { value } => Request::Vrfy {
+            value: value.into_owned(),
+        },
+        Request::Expn { value } => Request::Expn {
+            value: value.into_owned(),
+        },
+        Request::Help { value } => Request::Help {
+            value: value.into_owned(),
+        },
+        Request::Etrn { name } => Request::Etrn {
+            name: name.into_owned(),
+        },
+        Request::Atrn { .. } => Request::Atrn {
+            domains: Vec::new(),
+        },
+        Request::Burl { uri, is_last } => Request::Burl {
+            uri: uri.into_owned(),
+            is_last,
+        },
+        Request::StartTls => Request::StartTls,
+        Request::Data => Request::Data,
+        Request::Rset => Request::Rset,
+        Request::Quit => Request::Quit,
     }
 }
 
