@@ -13,13 +13,15 @@ use std::path::{Path, PathBuf};
 type Check = fn(&[u8]);
 
 /// Every fuzz target, by folder name, with its check.
-const TARGETS: [(&str, Check); 6] = [
+const TARGETS: [(&str, Check); 8] = [
     ("client_frame", checks::client_frame),
     ("relay_frame", checks::relay_frame),
     ("message", checks::message),
     ("open_sealed", checks::open_sealed),
     ("content", checks::content),
     ("address_and_lookup", checks::address_and_lookup),
+    ("smtp_input", checks::smtp_input),
+    ("mime", checks::mime),
 ];
 
 fn fixtures() -> PathBuf {
@@ -91,6 +93,16 @@ fn content() {
 #[test]
 fn address_and_lookup() {
     replay_target("address_and_lookup");
+}
+
+#[test]
+fn smtp_input() {
+    replay_target("smtp_input");
+}
+
+#[test]
+fn mime() {
+    replay_target("mime");
 }
 
 /// A folder that names no target would silently replay nothing.

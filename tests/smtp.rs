@@ -549,6 +549,29 @@ async fn smuggled_end_of_data_is_refused_and_the_session_goes_on() {
     assert_eq!(inbox[0].1.subject.as_deref(), Some("fine"));
     assert_eq!(inbox[0].1.body.trim(), ".dot");
     assert!(inbox_of(&b, "bob", "INBOX").await.is_empty());
+
+    // LF . CRLF is no end marker either: what follows stays inside the refused message.
+    assert_eq!(s.cmd("MAIL FROM:<bob@example.test>").await.0, 250);
+    assert_eq!(s.cmd(&format!("RCPT TO:<alice@{DOMAIN}>")).await.0, 250);
+    assert_eq!(s.cmd("DATA").await.0, 354);
+    s.send(
+        format!(
+            "Subject: outer\r\n\r\nouter\n.\r\nMAIL FROM:<bob@example.test>\r\nRCPT TO:<bob@{DOMAIN}>\r\nDATA\r\nSubject: smuggled\r\n\r\nx\r\n.\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(s.reply().await.0, 550);
+    // A bare LF inside a command line never makes two commands of it.
+    let (code, text) = s
+        .cmd(&format!(
+            "MAIL FROM:<bob@example.test>\nRCPT TO:<bob@{DOMAIN}>"
+        ))
+        .await;
+    assert_eq!(code, 500, "{text}");
+    assert_eq!(s.cmd("DATA").await.0, 503, "no transaction was started");
+    assert_eq!(s.cmd("NOOP").await.0, 250);
+    assert!(inbox_of(&b, "bob", "INBOX").await.is_empty());
     b.stop().await;
 
     // With normalize on, the same payload is one message with CRLF line ends.

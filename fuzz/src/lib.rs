@@ -276,3 +276,101 @@ pub fn address_and_lookup(data: &[u8]) {
         assert_eq!(doc.verify(&own), Ok(()), "rejects its own address");
     }
 }
+
+/// Every line ends in CRLF, and no CR or LF stands alone.
+fn crlf_only(m: &[u8]) -> bool {
+    m.iter().enumerate().all(|(i, &b)| match b {
+        b'\r' => m.get(i + 1) == Some(&b'\n'),
+        b'\n' => i > 0 && m[i - 1] == b'\r',
+        _ => true,
+    })
+}
+
+/// What an SMTP client can send: each LF-terminated line parsed as a command, the
+/// whole input read as DATA (in pieces as the line reader cuts them, with and without
+/// normalizing) and as BDAT chunks, and echoed in a reply. A message that is accepted
+/// has only CRLF line ends; a reply is one line within 512 octets.
+pub fn smtp_input(data: &[u8]) {
+    use lnmp_bridge::smtp::Reply;
+    use lnmp_bridge::smtp::data::{DataReader, check_chunked};
+    for line in data.split_inclusive(|&b| b == b'\n') {
+        let _ = smtp_proto::Request::parse(&mut line.iter());
+    }
+    for normalize in [false, true] {
+        let mut reader = DataReader::new(64 * 1024, normalize);
+        let mut ended = false;
+        for line in data.split_inclusive(|&b| b == b'\n') {
+            // The line reader hands over at most 64 bytes at a time here.
+            for (i, piece) in line.chunks(64).enumerate() {
+                let complete = line.ends_with(b"\n") && (i + 1) * 64 >= line.len();
+                if reader.push(piece, complete) {
+                    ended = true;
+                    break;
+                }
+            }
+            if ended {
+                break;
+            }
+        }
+        if let Ok(m) = reader.finish() {
+            assert!(crlf_only(&m), "DATA accepted a bare CR or LF");
+        }
+        if let Ok(m) = check_chunked(data.to_vec(), normalize) {
+            assert!(crlf_only(&m), "BDAT accepted a bare CR or LF");
+        }
+    }
+    let mut out = Vec::new();
+    Reply::new(550, "5.1.1", String::from_utf8_lossy(data)).write_to(&mut out);
+    assert!(out.len() <= 512, "reply line of {} octets", out.len());
+    assert_eq!(
+        out.iter().filter(|&&b| b == b'\n').count(),
+        1,
+        "one reply line"
+    );
+    assert!(out.ends_with(b"\r\n"));
+}
+
+/// Mail as it comes off the MX: converted to content, whose JSON round-trips, whose
+/// raw copy is the input when small, whose blobs open to their attachments' sizes, and
+/// which renders as MIME again.
+pub fn mime(data: &[u8]) {
+    use lnmp_bridge::convert::{self, ConvertOptions, Envelope, Origin};
+    let opts = ConvertOptions {
+        max_inline_raw: 4096,
+        max_inline_body: 4096,
+    };
+    let origin = Origin::Bridged {
+        authentication_results: None,
+        mail_from: Some(String::new()),
+    };
+    let Ok(converted) = convert::from_mime(data, origin, &opts) else {
+        return;
+    };
+    let c = &converted.content;
+    let json = c.to_json_bytes();
+    let back = MessageContent::from_json_bytes(&json)
+        .unwrap_or_else(|e| panic!("converted content does not re-parse: {e}"));
+    assert_eq!(&back, c, "content round trip");
+    if data.len() <= opts.max_inline_raw {
+        assert_eq!(convert::raw_inline(c), Some(data), "raw copy");
+    }
+    let mut files = Vec::new();
+    for a in &c.attachments {
+        let blob = converted
+            .blobs
+            .iter()
+            .find(|b| b.attachment.cid == a.cid)
+            .expect("a blob for every attachment");
+        let file = a.open(&blob.bytes).expect("the blob opens");
+        assert_eq!(file.len() as u64, a.size);
+        files.push(Some(file.to_vec()));
+    }
+    let envelope = Envelope {
+        from: (String::new(), "a@example.org".into()),
+        to: vec![],
+        date: 0,
+        message_id: "x@lnmp.invalid".into(),
+        extra_headers: vec![],
+    };
+    convert::to_mime(c, &envelope, &files).expect("renders");
+}

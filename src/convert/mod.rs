@@ -71,6 +71,36 @@ pub struct Converted {
     pub summary: Summary,
 }
 
+/// Parses mail with mail-parser, which can trip a debug assertion on some malformed
+/// multiparts (found by fuzzing): a panic there is the same as unparsable mail, never
+/// a dropped connection.
+pub fn parse_mail(raw: &[u8]) -> Option<mail_parser::Message<'_>> {
+    std::panic::catch_unwind(|| MessageParser::default().parse(raw))
+        .ok()
+        .flatten()
+}
+
+/// The addresses of the From header, parsed as [`parse_mail`] does.
+pub fn from_addresses(raw: &[u8]) -> Vec<String> {
+    std::panic::catch_unwind(|| {
+        MessageParser::new()
+            .parse_headers(raw)
+            .map(|m| addresses(m.from()))
+    })
+    .ok()
+    .flatten()
+    .unwrap_or_default()
+}
+
+/// Text with CRLF line ends as plain `\n` lines.
+fn lf_lines(text: String) -> String {
+    if text.contains('\r') {
+        text.replace("\r\n", "\n")
+    } else {
+        text
+    }
+}
+
 fn addresses(a: Option<&mail_parser::Address<'_>>) -> Vec<String> {
     a.map(|a| {
         a.iter()
@@ -155,9 +185,7 @@ pub fn from_mime(
     origin: Origin,
     opts: &ConvertOptions,
 ) -> Result<Converted, ConvertError> {
-    let message = MessageParser::default()
-        .parse(raw)
-        .ok_or(ConvertError::Unparsable)?;
+    let message = parse_mail(raw).ok_or(ConvertError::Unparsable)?;
     let mut rng = rand_core::OsRng;
     let mut blobs = Vec::new();
     let mut attachments = Vec::new();
@@ -166,7 +194,9 @@ pub fn from_mime(
         list.iter()
             .filter_map(|&i| message.parts.get(i as usize))
             .filter_map(|p| match (&p.body, html) {
-                (PartType::Text(t), false) | (PartType::Html(t), true) => Some(t.to_string()),
+                (PartType::Text(t), false) | (PartType::Html(t), true) => {
+                    Some(lf_lines(t.to_string()))
+                }
                 _ => None,
             })
             .collect()

@@ -24,6 +24,9 @@ pub struct DataReader {
     problem: Option<DataProblem>,
     /// The previous piece ended inside an over-long line.
     in_long_line: bool,
+    /// The previous line ended in CRLF: only then can `.` CRLF end the message, so
+    /// `LF . CRLF` is never an end marker.
+    after_crlf: bool,
 }
 
 /// Appends `content` (a line without its terminator) to `out`, handling bare CR and LF.
@@ -61,6 +64,7 @@ impl DataReader {
             normalize,
             problem: None,
             in_long_line: false,
+            after_crlf: true,
         }
     }
 
@@ -74,14 +78,16 @@ impl DataReader {
     pub fn push(&mut self, piece: &[u8], complete: bool) -> bool {
         if !complete {
             self.in_long_line = true;
+            self.after_crlf = false;
             self.flag(DataProblem::LineTooLong);
             return false;
         }
+        let after_crlf = std::mem::replace(&mut self.after_crlf, piece.ends_with(b"\r\n"));
         if std::mem::take(&mut self.in_long_line) {
             // The tail of an over-long line: never an end marker, and already refused.
             return false;
         }
-        if piece == b".\r\n" {
+        if piece == b".\r\n" && after_crlf {
             return true;
         }
         if self.problem.is_some() {
@@ -153,17 +159,23 @@ pub fn check_chunked(message: Vec<u8>, normalize: bool) -> Result<Vec<u8>, DataP
 mod tests {
     use super::*;
 
-    /// Feeds `input` split at LF, as the line reader would.
-    fn read(input: &[u8], normalize: bool) -> (bool, Result<Vec<u8>, DataProblem>) {
+    /// Feeds `input` split at LF, as the line reader would; `ended` says whether the
+    /// end marker was found, and `rest` what was left unread after it.
+    fn read_rest(input: &[u8], normalize: bool) -> (bool, usize, Result<Vec<u8>, DataProblem>) {
         let mut r = DataReader::new(1 << 20, normalize);
-        let mut ended = false;
+        let mut used = 0;
         for line in input.split_inclusive(|&b| b == b'\n') {
+            used += line.len();
             if r.push(line, line.ends_with(b"\n")) {
-                ended = true;
-                break;
+                return (true, input.len() - used, r.finish());
             }
         }
-        (ended, r.finish())
+        (false, 0, r.finish())
+    }
+
+    fn read(input: &[u8], normalize: bool) -> (bool, Result<Vec<u8>, DataProblem>) {
+        let (ended, _, m) = read_rest(input, normalize);
+        (ended, m)
     }
 
     #[test]
@@ -184,17 +196,19 @@ mod tests {
             b"Subject: x\r\n\r\nhi\n.\r\nMAIL FROM:<evil@x>\r\n.\r\n",
             b"Subject: x\r\n\r\nhi\r.\rMAIL FROM:<evil@x>\r\n.\r\n",
             b"Subject: x\r\n\r\nhi\r\n.\r.\r\n.\r\n",
+            b"Subject: x\r\n\r\nhi\r\n.\r\r\nMAIL FROM:<evil@x>\r\n.\r\n",
         ] {
-            let (ended, m) = read(payload, false);
+            let (ended, rest, m) = read_rest(payload, false);
             assert!(ended, "{payload:?}");
+            assert_eq!(rest, 0, "only the last CRLF.CRLF ends {payload:?}");
             assert_eq!(m, Err(DataProblem::BareNewline), "{payload:?}");
         }
     }
 
     #[test]
     fn normalizing_turns_bare_newlines_into_crlf_inside_one_message() {
-        let (ended, m) = read(b"Subject: x\n\nhi\n.\nMAIL FROM:<e@x>\r\n.\r\n", true);
-        assert!(ended);
+        let (ended, rest, m) = read_rest(b"Subject: x\n\nhi\n.\nMAIL FROM:<e@x>\r\n.\r\n", true);
+        assert!(ended && rest == 0);
         assert_eq!(
             m.unwrap(),
             b"Subject: x\r\n\r\nhi\r\n\r\nMAIL FROM:<e@x>\r\n".to_vec()

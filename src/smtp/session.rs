@@ -274,6 +274,43 @@ impl Session {
         }
     }
 
+    /// The next command line, CRLF included. A line ends only at CRLF: one with a bare
+    /// CR or LF inside, or longer than the limit, is refused whole, so `MAIL ...\nRCPT
+    /// ...` can never become two commands.
+    async fn read_command(&mut self) -> Result<Result<Vec<u8>, Reply>, End> {
+        let max = self.settings().max_command_line;
+        let timeout = Duration::from_secs(self.settings().command_timeout_seconds);
+        let mut line = Vec::new();
+        let mut too_long = false;
+        loop {
+            let piece = self.read_piece(max, timeout).await?;
+            let end = piece.complete && piece.bytes.ends_with(b"\r\n");
+            if !too_long && line.len() + piece.bytes.len() <= max {
+                line.extend_from_slice(&piece.bytes);
+            } else {
+                too_long = true;
+                line.clear();
+            }
+            if end {
+                break;
+            }
+        }
+        if too_long {
+            return Ok(Err(Reply::new(500, "5.5.2", "line too long")));
+        }
+        if line[..line.len() - 2]
+            .iter()
+            .any(|&b| b == b'\r' || b == b'\n')
+        {
+            return Ok(Err(Reply::new(
+                500,
+                "5.5.2",
+                "bare CR or LF in a command line; lines must end in CRLF",
+            )));
+        }
+        Ok(Ok(line))
+    }
+
     /// Exactly `n` bytes (a BDAT chunk), kept only while `keep` allows.
     async fn read_exact_into(
         &mut self,
@@ -377,19 +414,13 @@ impl Session {
             vec![format!("{} ESMTP lnmp-bridge", self.hostname())],
         ));
         loop {
-            let max = self.settings().max_command_line;
-            let timeout = Duration::from_secs(self.settings().command_timeout_seconds);
-            let piece = self.read_piece(max, timeout).await?;
-            if !piece.complete {
-                // Skip the rest of the line, then refuse it.
-                loop {
-                    if self.read_piece(max, timeout).await?.complete {
-                        break;
-                    }
+            let line = match self.read_command().await? {
+                Ok(line) => line,
+                Err(r) => {
+                    self.error(r)?;
+                    continue;
                 }
-                self.error(Reply::new(500, "5.5.2", "line too long"))?;
-                continue;
-            }
+            };
             self.commands += 1;
             if self.commands > self.settings().max_commands {
                 return Err(End::Close(Reply::new(
@@ -398,7 +429,6 @@ impl Session {
                     format!("{} too many commands in one session", self.hostname()),
                 )));
             }
-            let line = piece.bytes;
             let parsed = Request::parse(&mut line.iter()).map(owned);
             let request: Request<String> = match parsed {
                 Ok(r) => r,
@@ -533,16 +563,13 @@ impl Session {
 
     async fn read_sasl_line(&mut self, challenge: &str) -> Result<String, End> {
         self.reply(Reply::multi(334, vec![challenge.to_owned()]));
-        let timeout = Duration::from_secs(self.settings().command_timeout_seconds);
-        let piece = self
-            .read_piece(self.settings().max_command_line, timeout)
-            .await?;
-        if !piece.complete {
-            return Ok(String::from("\u{0}"));
+        match self.read_command().await? {
+            Ok(line) => Ok(String::from_utf8_lossy(&line)
+                .trim_end_matches(['\r', '\n'])
+                .to_owned()),
+            // Not base64, so it decodes as malformed.
+            Err(_) => Ok(String::from("\u{0}")),
         }
-        Ok(String::from_utf8_lossy(&piece.bytes)
-            .trim_end_matches(['\r', '\n'])
-            .to_owned())
     }
 
     async fn auth(&mut self, mechanism: u64, initial: String) -> Result<(), End> {
@@ -961,7 +988,7 @@ impl Session {
             return Reply::new(530, "5.7.0", "authentication required");
         };
         // The From header must name the user too, not only the envelope.
-        let froms = header_froms(&message);
+        let froms = crate::convert::from_addresses(&message);
         if froms.is_empty() {
             return Reply::new(550, "5.6.0", "message has no From address");
         }
@@ -1078,19 +1105,6 @@ fn owns_address(user: &UserInfo, address: &str) -> bool {
         && checksum.is_none_or(|c| c == user.address.checksum())
 }
 
-fn header_froms(message: &[u8]) -> Vec<String> {
-    mail_parser::MessageParser::new()
-        .parse_headers(message)
-        .and_then(|m| {
-            m.from().map(|a| {
-                a.iter()
-                    .filter_map(|x| x.address.as_deref().map(str::to_owned))
-                    .collect()
-            })
-        })
-        .unwrap_or_default()
-}
-
 fn header_from(message: &[u8]) -> Option<String> {
-    header_froms(message).into_iter().next()
+    crate::convert::from_addresses(message).into_iter().next()
 }

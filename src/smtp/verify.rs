@@ -119,7 +119,12 @@ impl Verifier {
                 dmarc_pass: false,
             };
         }
-        let Some(message) = AuthenticatedMessage::parse(raw) else {
+        // mail-auth parses with mail-parser, whose debug assertions some malformed mail
+        // trips; that is unparsable mail, not a dropped session.
+        let parsed = std::panic::catch_unwind(|| AuthenticatedMessage::parse(raw))
+            .ok()
+            .flatten();
+        let Some(message) = parsed else {
             return Verdict {
                 authentication_results: format!("{}; none (unparsable header)", self.hostname),
                 action: Action::Deliver,
