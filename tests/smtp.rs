@@ -58,7 +58,13 @@ impl Bridge {
 }
 
 async fn bridge(tune: impl FnOnce(&mut Config)) -> Bridge {
-    let dns = dns::serve(Zone::parse(ZONE).unwrap(), "127.0.0.1:0".parse().unwrap())
+    bridge_with_zone("", tune).await
+}
+
+/// A bridge whose DNS also answers the zone lines in `extra`.
+async fn bridge_with_zone(extra: &str, tune: impl FnOnce(&mut Config)) -> Bridge {
+    let zone = Zone::parse(&format!("{ZONE}\n{extra}")).unwrap();
+    let dns = dns::serve(zone, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -903,5 +909,75 @@ async fn without_the_embedded_relay_local_mail_is_queued_for_the_users_relay() {
         .await
         .unwrap();
     assert!(state.is_some(), "queued for the users' relay");
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn dkim_signed_mail_passes_dmarc_and_a_tampered_copy_is_refused() {
+    use mail_auth::common::crypto::Ed25519Key;
+    use mail_auth::common::headers::HeaderWriter as _;
+    use mail_auth::dkim::DkimSigner;
+
+    // example.org publishes an Ed25519 DKIM key and p=reject, and no SPF at all: only
+    // an aligned DKIM signature can pass DMARC.
+    let seed = [7u8; 32];
+    let pair = ring::signature::Ed25519KeyPair::from_seed_unchecked(&seed).unwrap();
+    let public = ring::signature::KeyPair::public_key(&pair)
+        .as_ref()
+        .to_vec();
+    let record = {
+        use base64::Engine;
+        format!(
+            "ed._domainkey.example.org TXT \"v=DKIM1; k=ed25519; p={}\"\n_dmarc.example.org TXT \"v=DMARC1; p=reject\"",
+            base64::engine::general_purpose::STANDARD.encode(&public)
+        )
+    };
+    let b = bridge_with_zone(&record, |_| {}).await;
+    let signer =
+        DkimSigner::from_key(Ed25519Key::from_seed_and_public_key(&seed, &public).unwrap())
+            .domain("example.org")
+            .selector("ed")
+            .headers(["From", "To", "Subject"]);
+    let body = format!(
+        "From: news@example.org\r\nTo: alice@{DOMAIN}\r\nSubject: signed\r\n\r\nsigned body\r\n"
+    );
+    let signed = format!(
+        "{}{body}",
+        signer.sign(body.as_bytes()).unwrap().to_header()
+    );
+    let send = |data: String| {
+        let port = b.port(Listener::Mx);
+        async move {
+            let mut s = raw(port).await;
+            s.cmd("EHLO mail.example.org").await;
+            assert_eq!(s.cmd("MAIL FROM:<bounce@example.org>").await.0, 250);
+            assert_eq!(s.cmd(&format!("RCPT TO:<alice@{DOMAIN}>")).await.0, 250);
+            assert_eq!(s.cmd("DATA").await.0, 354);
+            s.send(format!("{data}.\r\n").as_bytes()).await;
+            s.reply().await
+        }
+    };
+    let (code, text) = send(signed.clone()).await;
+    assert_eq!(code, 250, "{text}");
+    let inbox = inbox_of(&b, "alice", "INBOX").await;
+    let ar = inbox[0]
+        .1
+        .email
+        .as_ref()
+        .unwrap()
+        .authentication_results
+        .clone()
+        .unwrap();
+    assert!(
+        ar.contains("dkim=pass") && ar.contains("header.d=example.org"),
+        "{ar}"
+    );
+    assert!(ar.contains("dmarc=pass"), "{ar}");
+
+    let tampered = signed.replace("signed body", "changed body");
+    let (code, text) = send(tampered).await;
+    assert_eq!(code, 550, "{text}");
+    assert!(text.contains("DMARC"), "{text}");
+    assert_eq!(inbox_of(&b, "alice", "INBOX").await.len(), 1);
     b.stop().await;
 }
