@@ -981,3 +981,49 @@ async fn dkim_signed_mail_passes_dmarc_and_a_tampered_copy_is_refused() {
     assert_eq!(inbox_of(&b, "alice", "INBOX").await.len(), 1);
     b.stop().await;
 }
+
+#[tokio::test]
+async fn to_and_cc_share_one_message_and_bcc_keys_stay_hidden() {
+    let b = bridge(|_| {}).await;
+    for name in ["carol", "dave"] {
+        b.running()
+            .custody
+            .add_user(name, &format!("pw-of-{name}"))
+            .await
+            .unwrap();
+    }
+    let email = lettre::Message::builder()
+        .from(format!("alice@{DOMAIN}").parse::<Mailbox>().unwrap())
+        .to(format!("bob@{DOMAIN}").parse::<Mailbox>().unwrap())
+        .cc(format!("Carol <carol@{DOMAIN}>")
+            .parse::<Mailbox>()
+            .unwrap())
+        .bcc(format!("dave@{DOMAIN}").parse::<Mailbox>().unwrap())
+        .subject("group")
+        .body("to all of you".to_owned())
+        .unwrap();
+    submission(&b, "alice", "pw-of-alice", false)
+        .send(email)
+        .await
+        .unwrap();
+    let bob = inbox_of(&b, "bob", "INBOX").await;
+    let carol = inbox_of(&b, "carol", "INBOX").await;
+    let dave = inbox_of(&b, "dave", "INBOX").await;
+    assert_eq!((bob.len(), carol.len(), dave.len()), (1, 1, 1));
+    let shared = &bob[0].0;
+    assert_eq!(carol[0].0.id, shared.id, "To and Cc get the same message");
+    let (bob_key, carol_key, dave_key) = (
+        b.user("bob").await.pubkey,
+        b.user("carol").await.pubkey,
+        b.user("dave").await.pubkey,
+    );
+    assert_eq!(shared.to, vec![bob_key, carol_key]);
+    assert_ne!(dave[0].0.id, shared.id);
+    assert_eq!(
+        dave[0].0.to,
+        vec![dave_key],
+        "a Bcc copy names only its reader"
+    );
+    assert_eq!(dave[0].1.subject.as_deref(), Some("group"));
+    b.stop().await;
+}

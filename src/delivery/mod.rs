@@ -7,8 +7,10 @@
 //!   a mailbox (INBOX or Junk) at once. Live relay subscribers hear of it after commit.
 //!   With the embedded relay turned off, the copy is queued in the relay outbox for
 //!   the relay the users publish instead.
-//! - Mail from a user to an LNMP address elsewhere is sealed to the recipient and the
-//!   user, signed with the user's custodial key, and queued in the relay outbox.
+//! - Mail from a user is signed with the user's custodial key and sealed once to the
+//!   LNMP recipients named in To and Cc, and apart to each Bcc recipient; copies for
+//!   local users are filed as above, copies for relays elsewhere queued in the relay
+//!   outbox.
 //! - Mail from a user to any other address is queued for outbound SMTP.
 //!
 //! Attachment blobs are written to the blob store before the transaction, so a
@@ -98,10 +100,9 @@ pub struct Courier {
     settings: CourierSettings,
 }
 
-/// A sealed message for one local user, ready to commit.
+/// A sealed message for local users, each with the mailbox their copy is filed in.
 struct LocalCopy {
-    user_id: i64,
-    mailbox: &'static str,
+    users: Vec<(i64, &'static str)>,
     message: Message,
     json: String,
 }
@@ -144,12 +145,12 @@ impl Courier {
 
     fn seal(
         sender: &Identity,
-        to: PublicKey,
+        to: Vec<PublicKey>,
         content: &crate::lnmp::MessageContent,
         relays: Vec<String>,
     ) -> Result<Message, DeliveryError> {
         let draft = Draft {
-            to: vec![to],
+            to,
             kind: Kind::Text,
             timestamp: unix_now(),
             content: content.clone(),
@@ -158,10 +159,6 @@ impl Courier {
             priority: Priority::Normal,
         };
         Ok(Message::seal(sender, &draft, &mut rand_core::OsRng)?)
-    }
-
-    fn local_key(user: &UserInfo) -> Result<PublicKey, DeliveryError> {
-        Ok(user.pubkey)
     }
 
     /// Delivers mail from the email world to local users. Returns the LNMP ids, one per
@@ -179,61 +176,175 @@ impl Courier {
         self.store_blobs(&mut converted).await?;
         let sender_address = mail.sender.to_ascii_lowercase();
         let sender = self.custody.legacy_identity(&sender_address);
-        let sender_key = sender.public_key().to_hex();
-        let mut copies = Vec::new();
+        let mut batch = Batch {
+            size: mail.raw.len() as i64,
+            legacy_sender: Some((sender.public_key().to_hex(), sender_address)),
+            ..Batch::default()
+        };
         for (user, mailbox) in &mail.recipients {
             let message = Self::seal(
                 &sender,
-                Self::local_key(user)?,
+                vec![user.pubkey],
                 &converted.content,
                 vec![self.custody.relay_url().to_owned()],
             )?;
-            let json = message.to_json();
-            copies.push(LocalCopy {
-                user_id: user.id,
-                mailbox,
+            self.add(&mut batch, message, vec![(user.id, *mailbox)], Vec::new());
+        }
+        self.commit(batch).await
+    }
+
+    /// Delivers mail a user submitted: local users get it in their inbox, LNMP
+    /// addresses elsewhere through the relay outbox, email addresses through the
+    /// outbound queue, all committed in one transaction. `routes` pairs each RCPT
+    /// address with where it goes.
+    ///
+    /// The LNMP recipients named in To or Cc share one message, as they share one email
+    /// (one id to reply to and thread on); every other recipient (Bcc) gets a message of
+    /// its own, so no Bcc recipient's key is shown to anyone.
+    pub async fn submit(
+        &self,
+        user: &UserInfo,
+        mail_from: &str,
+        raw: &[u8],
+        routes: &[(String, Route)],
+    ) -> Result<(), DeliveryError> {
+        let mut batch = Batch {
+            size: raw.len() as i64,
+            ..Batch::default()
+        };
+        let lnmp: Vec<&(String, Route)> = routes
+            .iter()
+            .filter(|(_, r)| !matches!(r, Route::Email(_)))
+            .collect();
+        if !lnmp.is_empty() {
+            let mut converted = convert::from_mime(raw, Origin::Native, &self.settings.convert)?;
+            self.store_blobs(&mut converted).await?;
+            let identity = self.custody.identity(&user.username).await?;
+            let s = &converted.summary;
+            let named: Vec<String> =
+                s.to.iter()
+                    .chain(&s.cc)
+                    .map(|a| a.to_ascii_lowercase())
+                    .collect();
+            let (shown, hidden): (Vec<_>, Vec<_>) = lnmp
+                .into_iter()
+                .partition(|(rcpt, _)| named.contains(&rcpt.to_ascii_lowercase()));
+            let mut groups: Vec<Vec<&Route>> = hidden.into_iter().map(|(_, r)| vec![r]).collect();
+            if !shown.is_empty() {
+                groups.insert(0, shown.into_iter().map(|(_, r)| r).collect());
+            }
+            for group in groups {
+                let mut keys: Vec<PublicKey> = Vec::new();
+                let mut locals: Vec<(i64, &'static str)> = Vec::new();
+                let mut remote_relays: Vec<String> = Vec::new();
+                for r in group {
+                    let key = match r {
+                        Route::Local(to) => {
+                            if !locals.iter().any(|(id, _)| *id == to.id) {
+                                locals.push((to.id, "INBOX"));
+                            }
+                            to.pubkey
+                        }
+                        Route::Lnmp { pubkey, relays, .. } => {
+                            union(&mut remote_relays, relays);
+                            *pubkey
+                        }
+                        Route::Email(_) => continue,
+                    };
+                    if !keys.contains(&key) {
+                        keys.push(key);
+                    }
+                }
+                let mut hint = remote_relays.clone();
+                if !locals.is_empty() {
+                    union(&mut hint, &[self.custody.relay_url().to_owned()]);
+                }
+                let message = Self::seal(&identity, keys, &converted.content, hint)?;
+                self.add(&mut batch, message, locals, remote_relays);
+            }
+        }
+        let emails: Vec<String> = routes
+            .iter()
+            .filter_map(|(_, r)| match r {
+                Route::Email(a) => Some(a.clone()),
+                _ => None,
+            })
+            .collect();
+        if !emails.is_empty() {
+            let now = store::now();
+            batch.outbound = Some(store::outbound::NewOutbound {
+                user_id: Some(user.id),
+                mail_from: mail_from.to_owned(),
+                recipients: emails,
+                raw: raw.to_vec(),
+                created_at: now,
+                expires_at: now.saturating_add(self.settings.outbound_lifetime.as_secs() as i64),
+            });
+        }
+        self.commit(batch).await.map(|_| ())
+    }
+
+    /// Adds a sealed message to `batch`: filed for `locals`, and queued in the relay
+    /// outbox for `relays` — plus the users' own relay when it is not embedded.
+    fn add(
+        &self,
+        batch: &mut Batch,
+        message: Message,
+        locals: Vec<(i64, &'static str)>,
+        mut relays: Vec<String>,
+    ) {
+        let json = message.to_json();
+        if !locals.is_empty() && self.relay.is_none() {
+            union(&mut relays, &[self.custody.relay_url().to_owned()]);
+        }
+        if !relays.is_empty() {
+            let expires_at = self.outbox.lifetime_end(&message);
+            batch
+                .outbox
+                .push((message.id.to_hex(), json.clone(), relays, expires_at));
+        }
+        if !locals.is_empty() {
+            batch.copies.push(LocalCopy {
+                users: locals,
                 message,
                 json,
             });
         }
-        let size = mail.raw.len() as i64;
-        let relay = self.user_relay();
-        let copies = Arc::new(copies);
-        let committed = copies.clone();
+    }
+
+    /// Commits everything of one SMTP transaction at once, then tells live relay
+    /// subscribers and wakes the outbox. Returns the ids of the local copies.
+    async fn commit(&self, batch: Batch) -> Result<Vec<String>, DeliveryError> {
+        let embedded = self.relay.is_some();
+        let retention = self.settings.retention.as_secs() as i64;
+        let batch = Arc::new(batch);
+        let committed = batch.clone();
         self.store()
             .write(Box::new(move |c| {
                 Box::pin(async move {
+                    let b = &*committed;
                     let now = store::now();
-                    store::legacy::remember_in(c, &sender_key, &sender_address, now).await?;
-                    for copy in committed.iter() {
-                        file_local(c, copy, size, now, &relay).await?;
+                    if let Some((key, address)) = &b.legacy_sender {
+                        store::legacy::remember_in(c, key, address, now).await?;
+                    }
+                    for copy in &b.copies {
+                        file_local(c, copy, b.size, now, embedded.then_some(retention)).await?;
+                    }
+                    for (id, json, relays, expires_at) in &b.outbox {
+                        store::outbox::enqueue_in(c, id, json, relays, *expires_at).await?;
+                    }
+                    if let Some(o) = &b.outbound {
+                        store::outbound::enqueue_in(c, o).await?;
                     }
                     Ok(())
                 })
             }))
             .await?;
-        Ok(self.announce(&copies))
-    }
-
-    fn user_relay(&self) -> UserRelay {
-        match &self.relay {
-            Some(_) => UserRelay::Embedded {
-                retention: self.settings.retention.as_secs() as i64,
-            },
-            None => UserRelay::Remote {
-                url: self.custody.relay_url().to_owned(),
-                lifetime: self.settings.outbound_lifetime.as_secs() as i64,
-            },
-        }
-    }
-
-    /// Tells live relay subscribers about committed local copies (or wakes the outbox
-    /// that carries them to the users' relay); returns their ids.
-    fn announce(&self, copies: &[LocalCopy]) -> Vec<String> {
-        if self.relay.is_none() && !copies.is_empty() {
+        if !batch.outbox.is_empty() {
             self.outbox.wake();
         }
-        copies
+        Ok(batch
+            .copies
             .iter()
             .map(|c| {
                 if let Some(relay) = &self.relay {
@@ -241,151 +352,73 @@ impl Courier {
                 }
                 c.message.id.to_hex()
             })
-            .collect()
-    }
-
-    /// Delivers mail a user submitted: local users get it in their inbox, LNMP
-    /// addresses elsewhere through the relay outbox, email addresses through the
-    /// outbound queue, all committed in one transaction.
-    pub async fn submit(
-        &self,
-        user: &UserInfo,
-        mail_from: &str,
-        raw: &[u8],
-        routes: &[Route],
-    ) -> Result<(), DeliveryError> {
-        let needs_lnmp = routes.iter().any(|r| !matches!(r, Route::Email(_)));
-        let mut remote = Vec::new();
-        let mut copies = Vec::new();
-        let mut emails = Vec::new();
-        if needs_lnmp {
-            let mut converted = convert::from_mime(raw, Origin::Native, &self.settings.convert)?;
-            self.store_blobs(&mut converted).await?;
-            let identity = self.custody.identity(&user.username).await?;
-            // One message per recipient: a Bcc recipient's key is never shown to the others.
-            for r in routes {
-                match r {
-                    Route::Local(to) => {
-                        let message = Self::seal(
-                            &identity,
-                            Self::local_key(to)?,
-                            &converted.content,
-                            vec![self.custody.relay_url().to_owned()],
-                        )?;
-                        let json = message.to_json();
-                        copies.push(LocalCopy {
-                            user_id: to.id,
-                            mailbox: "INBOX",
-                            message,
-                            json,
-                        });
-                    }
-                    Route::Lnmp { pubkey, relays, .. } => {
-                        let message =
-                            Self::seal(&identity, *pubkey, &converted.content, relays.clone())?;
-                        let expires_at = self.outbox.lifetime_end(&message);
-                        let json = message.to_json();
-                        remote.push((message.id.to_hex(), json, relays.clone(), expires_at));
-                    }
-                    Route::Email(_) => {}
-                }
-            }
-        }
-        for r in routes {
-            if let Route::Email(a) = r {
-                emails.push(a.clone());
-            }
-        }
-        let outbound = (!emails.is_empty()).then(|| {
-            let now = store::now();
-            store::outbound::NewOutbound {
-                user_id: Some(user.id),
-                mail_from: mail_from.to_owned(),
-                recipients: emails,
-                raw: raw.to_vec(),
-                created_at: now,
-                expires_at: now.saturating_add(self.settings.outbound_lifetime.as_secs() as i64),
-            }
-        });
-        let size = raw.len() as i64;
-        let relay = self.user_relay();
-        let copies = Arc::new(copies);
-        let committed = copies.clone();
-        let queued_remote = !remote.is_empty();
-        self.store()
-            .write(Box::new(move |c| {
-                Box::pin(async move {
-                    let now = store::now();
-                    for copy in committed.iter() {
-                        file_local(c, copy, size, now, &relay).await?;
-                    }
-                    for (id, json, relays, expires_at) in &remote {
-                        store::outbox::enqueue_in(c, id, json, relays, *expires_at).await?;
-                    }
-                    if let Some(o) = &outbound {
-                        store::outbound::enqueue_in(c, o).await?;
-                    }
-                    Ok(())
-                })
-            }))
-            .await?;
-        self.announce(&copies);
-        if queued_remote {
-            self.outbox.wake();
-        }
-        Ok(())
+            .collect())
     }
 }
 
-/// How local copies reach the user's relay.
-#[derive(Clone)]
-enum UserRelay {
-    /// The embedded relay: its store is in this database, committed with the copy.
-    Embedded { retention: i64 },
-    /// The relay is elsewhere (`relay.enabled = false`): the copy is queued in the
-    /// relay outbox for it.
-    Remote { url: String, lifetime: i64 },
+/// Adds the URLs of `more` missing from `into`.
+fn union(into: &mut Vec<String>, more: &[String]) {
+    for u in more {
+        if !into.contains(u) {
+            into.push(u.clone());
+        }
+    }
 }
 
-/// Commits one local copy: the user's relay (its store, or the outbox for it), the
-/// user's LNMP inbox, and the mailbox.
+/// What one SMTP transaction commits.
+#[derive(Default)]
+struct Batch {
+    /// The stored size of the message, for the mailbox rows.
+    size: i64,
+    /// A legacy sender's derived key and address, remembered for replies.
+    legacy_sender: Option<(String, String)>,
+    copies: Vec<LocalCopy>,
+    /// (message id, JSON, relays, expiry) for the relay outbox.
+    outbox: Vec<(String, String, Vec<String>, i64)>,
+    outbound: Option<store::outbound::NewOutbound>,
+}
+
+/// Commits one local copy: the embedded relay's store (which files the users' LNMP
+/// inbox rows too) or, with the relay elsewhere, the inbox rows alone; then a mailbox
+/// row per user. `retention` is the embedded relay's, None when it is off.
 async fn file_local(
     c: &mut sqlx::AnyConnection,
     copy: &LocalCopy,
     size: i64,
     now: i64,
-    relay: &UserRelay,
+    retention: Option<i64>,
 ) -> store::Result<()> {
-    match relay {
-        UserRelay::Embedded { retention } => {
+    let user_ids: Vec<i64> = copy.users.iter().map(|(id, _)| *id).collect();
+    match retention {
+        Some(retention) => {
             let incoming = store::relay::Incoming {
                 message: copy.message.clone(),
                 json: copy.json.clone(),
                 received_at: now,
-                expires_at: now.saturating_add(*retention),
-                local_recipients: vec![copy.user_id],
+                expires_at: now.saturating_add(retention),
+                local_recipients: user_ids,
             };
             store::relay::insert_in(c, &incoming).await?;
         }
-        UserRelay::Remote { url, lifetime } => {
-            store::inbox::insert_in(c, copy.user_id, &copy.message, &copy.json, now).await?;
-            let id = copy.message.id.to_hex();
-            let relays = [url.clone()];
-            store::outbox::enqueue_in(c, &id, &copy.json, &relays, now.saturating_add(*lifetime))
-                .await?;
+        None => {
+            for id in &user_ids {
+                store::inbox::insert_in(c, *id, &copy.message, &copy.json, now).await?;
+            }
         }
     }
-    store::mail::file_in(
-        c,
-        copy.user_id,
-        copy.mailbox,
-        &store::mail::NewMail {
-            message_id: copy.message.id.to_hex(),
-            internal_date: now,
-            size,
-            flags: String::new(),
-        },
-    )
-    .await?;
+    for (user_id, mailbox) in &copy.users {
+        store::mail::file_in(
+            c,
+            *user_id,
+            mailbox,
+            &store::mail::NewMail {
+                message_id: copy.message.id.to_hex(),
+                internal_date: now,
+                size,
+                flags: String::new(),
+            },
+        )
+        .await?;
+    }
     Ok(())
 }

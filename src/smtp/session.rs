@@ -1002,10 +1002,16 @@ impl Session {
         let mut raw = self.received_header(tx).into_bytes();
         raw.extend_from_slice(&message);
         let mail_from = tx.mail_from.clone().unwrap_or_default();
+        let routes: Vec<(String, Route)> = tx
+            .rcpt_addresses
+            .iter()
+            .cloned()
+            .zip(tx.routes.iter().cloned())
+            .collect();
         match self
             .server
             .courier
-            .submit(&user, &mail_from, &raw, &tx.routes)
+            .submit(&user, &mail_from, &raw, &routes)
             .await
         {
             Ok(()) => {
