@@ -317,7 +317,7 @@ pub struct Smtp {
     pub max_junk_commands: usize,
     /// Errors per session before the server answers 421 and closes it.
     pub max_errors: usize,
-    /// Connections at once, in all, and from one IP address.
+    /// Connections at once, in all, and from one client network (IPv4 address, IPv6 /64).
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     /// Seconds to wait for a command line.
@@ -329,12 +329,18 @@ pub struct Smtp {
     /// Bare CR or LF in a message: false refuses it (SMTP smuggling cannot pass);
     /// true turns each into CRLF, as Postfix's smtpd_forbid_bare_newline=normalize.
     pub normalize_bare_newlines: bool,
-    /// Failed AUTH attempts allowed per IP address and per user, per `auth_window_seconds`.
+    /// Failed AUTH attempts allowed per client network (an IPv4 address or an IPv6
+    /// /64) and per user from one such network, per `auth_window_seconds`.
     pub auth_failures_per_ip: u32,
     pub auth_failures_per_user: u32,
     pub auth_window_seconds: u64,
     /// Check SPF, DKIM and DMARC on the MX.
     pub verify: bool,
+    /// Seconds the checks of one message may take; past that the message is deferred
+    /// (451), since a sender could otherwise stall its way past DMARC.
+    pub verify_timeout_seconds: u64,
+    /// MIME parts a message may have.
+    pub max_mime_parts: usize,
     pub spf_failure: OnFailure,
     pub dkim_failure: OnFailure,
     pub dmarc_failure: DmarcFailure,
@@ -367,6 +373,8 @@ impl Default for Smtp {
             auth_failures_per_user: 5,
             auth_window_seconds: 900,
             verify: true,
+            verify_timeout_seconds: 60,
+            max_mime_parts: 1000,
             spf_failure: OnFailure::Tag,
             dkim_failure: OnFailure::Tag,
             dmarc_failure: DmarcFailure::Follow,
@@ -673,6 +681,11 @@ impl Config {
                 self.smtp.session_timeout_seconds,
             ),
             ("smtp.auth_window_seconds", self.smtp.auth_window_seconds),
+            (
+                "smtp.verify_timeout_seconds",
+                self.smtp.verify_timeout_seconds,
+            ),
+            ("smtp.max_mime_parts", self.smtp.max_mime_parts as u64),
             ("dns.timeout_seconds", self.dns.timeout_seconds),
         ] {
             if v == 0 {

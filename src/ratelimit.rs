@@ -34,6 +34,11 @@ impl TokenBucket {
         self.tokens >= 1.0
     }
 
+    /// Returns one token taken earlier (never above the burst).
+    pub fn give_back(&mut self) {
+        self.tokens = (self.tokens + 1.0).min(self.burst);
+    }
+
     /// Whether the bucket is back to its full burst (nothing to remember).
     pub fn is_full(&mut self) -> bool {
         self.refill(Instant::now());

@@ -236,6 +236,7 @@ fn large_mail_travels_as_blobs_and_big_bodies_as_files() {
     let opts = ConvertOptions {
         max_inline_raw: 1024,
         max_inline_body: 100_000,
+        ..ConvertOptions::default()
     };
     let converted = convert::from_mime(
         raw.as_bytes(),
@@ -261,6 +262,27 @@ fn large_mail_travels_as_blobs_and_big_bodies_as_files() {
         .unwrap();
     assert_eq!(&*a.open(&blob.bytes).unwrap(), raw.as_bytes());
     assert_eq!(convert::raw_inline(c), None);
+}
+
+#[test]
+fn a_message_with_too_many_parts_is_refused() {
+    let mut raw =
+        String::from("From: a@example.org\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n");
+    for n in 0..50 {
+        raw.push_str(&format!(
+            "--b\r\nContent-Type: text/plain\r\n\r\npart {n}\r\n"
+        ));
+    }
+    raw.push_str("--b--\r\n");
+    let opts = ConvertOptions {
+        max_parts: 20,
+        ..ConvertOptions::default()
+    };
+    assert!(matches!(
+        convert::from_mime(raw.as_bytes(), Origin::Native, &opts),
+        Err(convert::ConvertError::TooManyParts(51, 20))
+    ));
+    assert!(convert::from_mime(raw.as_bytes(), Origin::Native, &ConvertOptions::default()).is_ok());
 }
 
 #[test]

@@ -732,8 +732,14 @@ async fn bad_input_gets_the_right_code_and_the_session_lives_on() {
     assert_eq!(s.cmd("RCPT TO:<bob@bridge.test>").await.0, 250);
     assert_eq!(s.cmd("RCPT TO:<alice@bridge.test>").await.0, 452);
     assert_eq!(s.cmd("DATA").await.0, 354);
-    s.send(format!("Subject: small\r\n\r\n{}\r\n.\r\n", "y".repeat(900)).as_bytes())
-        .await;
+    s.send(
+        format!(
+            "From: bob@example.test\r\nSubject: small\r\n\r\n{}\r\n.\r\n",
+            "y".repeat(900)
+        )
+        .as_bytes(),
+    )
+    .await;
     let (code, text) = s.reply().await;
     assert_eq!(code, 250, "{text}");
     b.stop().await;
@@ -1025,5 +1031,90 @@ async fn to_and_cc_share_one_message_and_bcc_keys_stay_hidden() {
         "a Bcc copy names only its reader"
     );
     assert_eq!(dave[0].1.subject.as_deref(), Some("group"));
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn envelopes_and_headers_that_hide_something_are_refused() {
+    let b = bridge(|_| {}).await;
+    let mut s = raw(b.port(Listener::Mx)).await;
+    s.cmd("EHLO mail.example.test").await;
+    // Parameters of extensions we do not offer.
+    assert_eq!(s.cmd("MAIL FROM:<bob@example.test> RET=FULL").await.0, 555);
+    assert_eq!(
+        s.cmd("MAIL FROM:<bob@example.test> REQUIRETLS").await.0,
+        555
+    );
+    assert_eq!(s.cmd("MAIL FROM:<bob@example.test>").await.0, 250);
+    assert_eq!(
+        s.cmd(&format!("RCPT TO:<alice@{DOMAIN}> NOTIFY=NEVER"))
+            .await
+            .0,
+        555
+    );
+    assert_eq!(s.cmd("RCPT TO:<>").await.0, 501);
+    // The same user twice, spelled two ways, gets one copy.
+    assert_eq!(s.cmd(&format!("RCPT TO:<alice@{DOMAIN}>")).await.0, 250);
+    assert_eq!(s.cmd(&format!("RCPT TO:<Alice+x@{DOMAIN}>")).await.0, 250);
+    // A second From field is how a forger shows one sender and gets another checked.
+    assert_eq!(s.cmd("DATA").await.0, 354);
+    s.send(b"From: ceo@example.net\r\nFrom: bob@example.test\r\nSubject: two\r\n\r\nx\r\n.\r\n")
+        .await;
+    let (code, text) = s.reply().await;
+    assert_eq!(code, 550, "{text}");
+    assert!(text.contains("more than one From"), "{text}");
+    s.cmd("MAIL FROM:<bob@example.test>").await;
+    s.cmd(&format!("RCPT TO:<alice@{DOMAIN}>")).await;
+    s.cmd("DATA").await;
+    s.send(b"From: ceo@example.net, bob@example.test\r\nSubject: two domains\r\n\r\nx\r\n.\r\n")
+        .await;
+    assert_eq!(s.reply().await.0, 550);
+    // A refused BDAT chunk never becomes part of a message.
+    s.cmd("MAIL FROM:<bob@example.test>").await;
+    assert_eq!(s.cmd("RCPT TO:<nobody@bridge.test>").await.0, 550);
+    s.send(b"BDAT 9\r\nINJECTED:").await;
+    assert_eq!(s.reply().await.0, 554);
+    assert_eq!(s.cmd(&format!("RCPT TO:<alice@{DOMAIN}>")).await.0, 250);
+    let body = b"From: bob@example.test\r\nSubject: after\r\n\r\nx\r\n";
+    s.send(format!("BDAT {} LAST\r\n", body.len()).as_bytes())
+        .await;
+    s.send(body).await;
+    assert_eq!(
+        s.reply().await.0,
+        503,
+        "the transaction failed with its chunk"
+    );
+    assert_eq!(s.cmd("RSET").await.0, 250);
+    s.cmd("MAIL FROM:<bob@example.test>").await;
+    s.cmd(&format!("RCPT TO:<alice@{DOMAIN}>")).await;
+    s.cmd(&format!("RCPT TO:<ALICE@{DOMAIN}>")).await;
+    s.send(format!("BDAT {} LAST\r\n", body.len()).as_bytes())
+        .await;
+    s.send(body).await;
+    assert_eq!(s.reply().await.0, 250);
+    let inbox = inbox_of(&b, "alice", "INBOX").await;
+    assert_eq!(inbox.len(), 1, "one copy, however often alice was named");
+    let RawEmail::Inline(raw_mail) = &inbox[0].1.email.as_ref().unwrap().raw else {
+        panic!("inline");
+    };
+    assert!(!String::from_utf8_lossy(raw_mail).contains("INJECTED"));
+
+    // On submission, two From fields are refused even if both are hers.
+    let mut s = raw(b.port(Listener::Submission)).await;
+    s.cmd("EHLO client").await;
+    s.cmd("STARTTLS").await;
+    let mut t = tls_upgrade(s).await;
+    t.cmd("EHLO client").await;
+    assert_eq!(t.cmd("AUTH PLAIN AGFsaWNlAHB3LW9mLWFsaWNl").await.0, 235);
+    t.cmd(&format!("MAIL FROM:<alice@{DOMAIN}>")).await;
+    t.cmd(&format!("RCPT TO:<bob@{DOMAIN}>")).await;
+    t.cmd("DATA").await;
+    t.send(
+        format!("From: boss@{DOMAIN}\r\nFrom: alice@{DOMAIN}\r\nSubject: x\r\n\r\nx\r\n.\r\n")
+            .as_bytes(),
+    )
+    .await;
+    assert_eq!(t.reply().await.0, 550);
+    assert!(inbox_of(&b, "bob", "INBOX").await.is_empty());
     b.stop().await;
 }

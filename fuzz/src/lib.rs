@@ -338,6 +338,7 @@ pub fn mime(data: &[u8]) {
     let opts = ConvertOptions {
         max_inline_raw: 4096,
         max_inline_body: 4096,
+        ..ConvertOptions::default()
     };
     let origin = Origin::Bridged {
         authentication_results: None,

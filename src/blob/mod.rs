@@ -1,6 +1,6 @@
 //! The daemon's blob store: encrypted attachment blobs on disk, named by the CIDv1 of
-//! their bytes, so a blob is its own checksum and a second copy of the same bytes costs
-//! nothing. Blobs are written and synced before the message that names them is
+//! their bytes, so a blob is its own checksum and storing the same bytes twice keeps
+//! one file (each attachment is sealed under its own key, so that is rare). Blobs are written and synced before the message that names them is
 //! committed; a crash in between leaves an unreferenced blob, never a dangling
 //! reference. Served read-only at /ipfs/<cid> on the HTTP port.
 
@@ -71,7 +71,15 @@ fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), BlobError> {
         return Ok(());
     }
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        // A new fan-out folder must itself survive a crash, or the blob in it goes too.
+        if let Some(parent) = dir.parent() {
+            std::fs::File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(io(parent))?;
+        }
+    }
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io(dir))?;
     tmp.write_all(bytes).map_err(io(path))?;
     tmp.as_file().sync_all().map_err(io(path))?;

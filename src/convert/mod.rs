@@ -16,6 +16,8 @@ use mail_parser::{MessageParser, MimeHeaders, PartType};
 pub enum ConvertError {
     #[error("the message is not RFC 5322 mail (no header section could be read)")]
     Unparsable,
+    #[error("the message has {0} MIME parts, more than the {1} allowed")]
+    TooManyParts(usize, usize),
     #[error("cannot write the MIME message: {0}")]
     Write(#[from] std::io::Error),
 }
@@ -39,6 +41,8 @@ pub struct ConvertOptions {
     pub max_inline_raw: usize,
     /// A text body larger than this travels as an attachment instead.
     pub max_inline_body: usize,
+    /// MIME parts a message may have; each attachment costs a sealed blob.
+    pub max_parts: usize,
 }
 
 impl Default for ConvertOptions {
@@ -46,6 +50,7 @@ impl Default for ConvertOptions {
         ConvertOptions {
             max_inline_raw: 64 * 1024,
             max_inline_body: 1024 * 1024,
+            max_parts: 1000,
         }
     }
 }
@@ -80,12 +85,16 @@ pub fn parse_mail(raw: &[u8]) -> Option<mail_parser::Message<'_>> {
         .flatten()
 }
 
-/// The addresses of the From header, parsed as [`parse_mail`] does.
-pub fn from_addresses(raw: &[u8]) -> Vec<String> {
+/// The addresses of each From header field, in order (RFC 5322 allows exactly one
+/// field; more than one is how a forger hides a second sender). Parsed like
+/// [`parse_mail`], panics included.
+pub fn from_fields(raw: &[u8]) -> Vec<Vec<String>> {
     std::panic::catch_unwind(|| {
-        MessageParser::new()
-            .parse_headers(raw)
-            .map(|m| addresses(m.from()))
+        MessageParser::new().parse_headers(raw).map(|m| {
+            m.header_values(mail_parser::HeaderName::From)
+                .map(|v| addresses(v.as_address()))
+                .collect()
+        })
     })
     .ok()
     .flatten()
@@ -186,6 +195,12 @@ pub fn from_mime(
     opts: &ConvertOptions,
 ) -> Result<Converted, ConvertError> {
     let message = parse_mail(raw).ok_or(ConvertError::Unparsable)?;
+    if message.parts.len() > opts.max_parts {
+        return Err(ConvertError::TooManyParts(
+            message.parts.len(),
+            opts.max_parts,
+        ));
+    }
     let mut rng = rand_core::OsRng;
     let mut blobs = Vec::new();
     let mut attachments = Vec::new();
@@ -234,6 +249,9 @@ pub fn from_mime(
     // A calendar invite usually comes twice: as the text/calendar alternative a client
     // shows as the invite, and as an .ics attachment with the same bytes. Keep one.
     let parts: Vec<_> = message.attachments().collect();
+    // Each body decoded once: the duplicate check below compares them pairwise.
+    let bodies: Vec<std::borrow::Cow<'_, [u8]>> =
+        parts.iter().map(|p| contents_of(p, raw)).collect();
     let is_attachment = |p: &mail_parser::MessagePart<'_>| {
         p.content_disposition().is_some_and(|d| d.is_attachment())
     };
@@ -241,9 +259,10 @@ pub fn from_mime(
         let mime = mime_of(part);
         let duplicate_invite = mime == "text/calendar"
             && !is_attachment(part)
-            && parts.iter().enumerate().any(|(m, other)| {
-                m != n && is_attachment(other) && contents_of(other, raw) == contents_of(part, raw)
-            });
+            && parts
+                .iter()
+                .enumerate()
+                .any(|(m, other)| m != n && is_attachment(other) && bodies[m] == bodies[n]);
         if duplicate_invite {
             continue;
         }
@@ -251,7 +270,7 @@ pub fn from_mime(
             .attachment_name()
             .map(str::to_owned)
             .unwrap_or_else(|| fallback_name(n + 1, &mime));
-        let sealed = FileAttachment::seal(&name, &mime, &contents_of(part, raw), &mut rng);
+        let sealed = FileAttachment::seal(&name, &mime, &bodies[n], &mut rng);
         attachments.push(sealed.attachment.clone());
         blobs.push(sealed);
     }
@@ -340,7 +359,14 @@ pub fn to_mime(
     use mail_builder::headers::address::Address;
     use mail_builder::headers::raw::Raw;
 
-    let strip = |s: String| s.trim_start_matches('<').trim_end_matches('>').to_owned();
+    // Ids come from LNMP content someone else wrote: keep only what a msg-id may hold,
+    // so no value can end the header line or start another.
+    let strip = |s: String| -> String {
+        s.chars()
+            .filter(|c| c.is_ascii_graphic() && !matches!(c, '<' | '>'))
+            .collect()
+    };
+    let one_line = |s: &str| -> String { s.chars().filter(|c| !c.is_control()).collect() };
     let mut b = MessageBuilder::new()
         .from(Address::new_address(
             Some(envelope.from.0.clone()).filter(|n| !n.is_empty()),
@@ -385,7 +411,13 @@ pub fn to_mime(
     }
     for (a, bytes) in content.attachments.iter().zip(files) {
         if let Some(bytes) = bytes {
-            b = b.attachment(a.mime_type.clone(), a.filename.clone(), bytes.clone());
+            let mime =
+                if a.mime_type.contains('/') && a.mime_type.chars().all(|c| c.is_ascii_graphic()) {
+                    a.mime_type.clone()
+                } else {
+                    "application/octet-stream".to_owned()
+                };
+            b = b.attachment(mime, one_line(&a.filename), bytes.clone());
         }
     }
     Ok(b.write_to_vec()?)

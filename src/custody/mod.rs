@@ -214,6 +214,14 @@ impl Custody {
             .transpose()
     }
 
+    /// The user created first: quickstart's admin, who gets postmaster's mail.
+    pub async fn first_user(&self) -> Result<Option<UserInfo>> {
+        users::first(&self.store)
+            .await?
+            .map(|r| self.info(&r))
+            .transpose()
+    }
+
     /// The relay URL the domain's users publish.
     pub fn relay_url(&self) -> &str {
         &self.relay_url

@@ -84,6 +84,7 @@ impl CourierSettings {
         CourierSettings {
             convert: ConvertOptions {
                 max_inline_raw: c.smtp.max_inline_raw_bytes,
+                max_parts: c.smtp.max_mime_parts,
                 ..ConvertOptions::default()
             },
             retention: Duration::from_secs(u64::from(c.relay.retention_days) * 86_400),
@@ -328,7 +329,27 @@ impl Courier {
                         store::legacy::remember_in(c, key, address, now).await?;
                     }
                     for copy in &b.copies {
-                        file_local(c, copy, b.size, now, embedded.then_some(retention)).await?;
+                        file_local(c, copy, now, embedded.then_some(retention)).await?;
+                    }
+                    // Mailbox rows are locked to take UIDs; taking them in one order in
+                    // every transaction keeps concurrent deliveries from deadlocking.
+                    let mut filings: Vec<(i64, &'static str, String)> = b
+                        .copies
+                        .iter()
+                        .flat_map(|c| {
+                            let id = c.message.id.to_hex();
+                            c.users.iter().map(move |(u, m)| (*u, *m, id.clone()))
+                        })
+                        .collect();
+                    filings.sort();
+                    for (user_id, mailbox, message_id) in filings {
+                        let mail = store::mail::NewMail {
+                            message_id,
+                            internal_date: now,
+                            size: b.size,
+                            flags: String::new(),
+                        };
+                        store::mail::file_in(c, user_id, mailbox, &mail).await?;
                     }
                     for (id, json, relays, expires_at) in &b.outbox {
                         store::outbox::enqueue_in(c, id, json, relays, *expires_at).await?;
@@ -378,13 +399,12 @@ struct Batch {
     outbound: Option<store::outbound::NewOutbound>,
 }
 
-/// Commits one local copy: the embedded relay's store (which files the users' LNMP
-/// inbox rows too) or, with the relay elsewhere, the inbox rows alone; then a mailbox
-/// row per user. `retention` is the embedded relay's, None when it is off.
+/// Commits one local copy to the embedded relay's store (which files the users' LNMP
+/// inbox rows too) or, with the relay elsewhere, to the inbox rows alone. `retention`
+/// is the embedded relay's, None when it is off.
 async fn file_local(
     c: &mut sqlx::AnyConnection,
     copy: &LocalCopy,
-    size: i64,
     now: i64,
     retention: Option<i64>,
 ) -> store::Result<()> {
@@ -405,20 +425,6 @@ async fn file_local(
                 store::inbox::insert_in(c, *id, &copy.message, &copy.json, now).await?;
             }
         }
-    }
-    for (user_id, mailbox) in &copy.users {
-        store::mail::file_in(
-            c,
-            *user_id,
-            mailbox,
-            &store::mail::NewMail {
-                message_id: copy.message.id.to_hex(),
-                internal_date: now,
-                size,
-                flags: String::new(),
-            },
-        )
-        .await?;
     }
     Ok(())
 }

@@ -27,6 +27,9 @@ pub struct DataReader {
     /// The previous line ended in CRLF: only then can `.` CRLF end the message, so
     /// `LF . CRLF` is never an end marker.
     after_crlf: bool,
+    /// The previous piece was cut at the length limit right after a CR, so a piece
+    /// that is just LF completes a CRLF.
+    pending_cr: bool,
 }
 
 /// Appends `content` (a line without its terminator) to `out`, handling bare CR and LF.
@@ -65,6 +68,7 @@ impl DataReader {
             problem: None,
             in_long_line: false,
             after_crlf: true,
+            pending_cr: false,
         }
     }
 
@@ -76,13 +80,16 @@ impl DataReader {
     /// (`complete == false`) the first part of a line longer than the limit. Returns
     /// true once the end marker has been read.
     pub fn push(&mut self, piece: &[u8], complete: bool) -> bool {
+        let pending_cr =
+            std::mem::replace(&mut self.pending_cr, !complete && piece.ends_with(b"\r"));
         if !complete {
             self.in_long_line = true;
             self.after_crlf = false;
             self.flag(DataProblem::LineTooLong);
             return false;
         }
-        let after_crlf = std::mem::replace(&mut self.after_crlf, piece.ends_with(b"\r\n"));
+        let ends_crlf = piece.ends_with(b"\r\n") || (piece == b"\n" && pending_cr);
+        let after_crlf = std::mem::replace(&mut self.after_crlf, ends_crlf);
         if std::mem::take(&mut self.in_long_line) {
             // The tail of an over-long line: never an end marker, and already refused.
             return false;
@@ -223,6 +230,13 @@ mod tests {
         assert!(!r.push(b"0123456789abc\r\n", true));
         assert!(r.push(b".\r\n", true));
         assert_eq!(r.finish(), Err(DataProblem::TooLarge));
+
+        // A CRLF split by the limit still ends the long line: the next . CRLF ends DATA.
+        let mut r = DataReader::new(1000, false);
+        assert!(!r.push(b"xxxxxxx\r", false));
+        assert!(!r.push(b"\n", true));
+        assert!(r.push(b".\r\n", true));
+        assert_eq!(r.finish(), Err(DataProblem::LineTooLong));
 
         let mut r = DataReader::new(1000, false);
         assert!(!r.push(b"xxxxxxxx", false));

@@ -93,12 +93,32 @@ pub struct SmtpSettings {
     pub smtp: crate::config::Smtp,
 }
 
-/// Failed AUTH attempts per IP address and per user: a bucket each, refilled over
-/// the configured window.
+/// The network a client is counted under: its IPv4 address, or its IPv6 /64 (one
+/// host is usually given a whole /64, so counting single addresses would not limit it).
+pub(crate) fn client_net(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let mut o = v6.octets();
+            o[8..].fill(0);
+            IpAddr::from(o)
+        }
+        IpAddr::V6(v6) => IpAddr::V4(
+            v6.to_ipv4_mapped()
+                .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+        ),
+        v4 => v4,
+    }
+}
+
+/// AUTH attempts, limited per client network and per (user, client network): each
+/// attempt takes a token from both before the password is checked (so parallel
+/// connections cannot outrun the limit), and a success gives them back, so only
+/// failures count. Keying the user's bucket by network too means a stranger guessing
+/// alice's password locks out only their own network, never alice.
 struct AuthLimiter {
-    per_ip: HashMap<IpAddr, TokenBucket>,
-    per_user: HashMap<String, TokenBucket>,
-    ip_burst: u32,
+    per_net: HashMap<IpAddr, TokenBucket>,
+    per_user: HashMap<(String, IpAddr), TokenBucket>,
+    net_burst: u32,
     user_burst: u32,
     window: Duration,
 }
@@ -108,29 +128,43 @@ impl AuthLimiter {
         TokenBucket::new(f64::from(burst.max(1)) / window.as_secs_f64(), burst.max(1))
     }
 
-    /// Whether another attempt may be checked for this IP and user.
-    fn allowed(&mut self, ip: IpAddr, user: &str) -> bool {
-        let ip_ok = self.per_ip.get_mut(&ip).is_none_or(|b| b.peek());
-        let user_ok = self.per_user.get_mut(user).is_none_or(|b| b.peek());
-        ip_ok && user_ok
+    /// Takes a token for an attempt by `user` from `ip`; false if either budget is spent.
+    fn begin(&mut self, ip: IpAddr, user: &str) -> bool {
+        let (nb, ub, w) = (self.net_burst, self.user_burst, self.window);
+        let net = client_net(ip);
+        // Keep memory bounded under a spray of addresses or names: forget buckets that
+        // have refilled, and only when the map has doubled since the last sweep.
+        if self.per_net.len() >= 100_000 {
+            self.per_net.retain(|_, b| !b.is_full());
+        }
+        if self.per_user.len() >= 100_000 {
+            self.per_user.retain(|_, b| !b.is_full());
+        }
+        let net_bucket = self
+            .per_net
+            .entry(net)
+            .or_insert_with(|| Self::bucket(nb, w));
+        if !net_bucket.peek() {
+            return false;
+        }
+        let user_bucket = self
+            .per_user
+            .entry((user.to_owned(), net))
+            .or_insert_with(|| Self::bucket(ub, w));
+        if !user_bucket.try_take() {
+            return false;
+        }
+        self.per_net.get_mut(&net).is_some_and(|b| b.try_take())
     }
 
-    fn failed(&mut self, ip: IpAddr, user: &str) {
-        let (ib, ub, w) = (self.ip_burst, self.user_burst, self.window);
-        self.per_ip
-            .entry(ip)
-            .or_insert_with(|| Self::bucket(ib, w))
-            .try_take();
-        self.per_user
-            .entry(user.to_owned())
-            .or_insert_with(|| Self::bucket(ub, w))
-            .try_take();
-        // Keep memory bounded under a spray of addresses or names.
-        if self.per_ip.len() > 100_000 {
-            self.per_ip.retain(|_, b| !b.is_full());
+    /// Gives back the tokens of an attempt that succeeded.
+    fn succeeded(&mut self, ip: IpAddr, user: &str) {
+        let net = client_net(ip);
+        if let Some(b) = self.per_net.get_mut(&net) {
+            b.give_back();
         }
-        if self.per_user.len() > 100_000 {
-            self.per_user.retain(|_, b| !b.is_full());
+        if let Some(b) = self.per_user.get_mut(&(user.to_owned(), net)) {
+            b.give_back();
         }
     }
 }
@@ -182,9 +216,9 @@ impl SmtpServer {
     ) -> Arc<SmtpServer> {
         let s = &settings.smtp;
         let auth_limits = AuthLimiter {
-            per_ip: HashMap::new(),
+            per_net: HashMap::new(),
             per_user: HashMap::new(),
-            ip_burst: s.auth_failures_per_ip,
+            net_burst: s.auth_failures_per_ip,
             user_burst: s.auth_failures_per_user,
             window: Duration::from_secs(s.auth_window_seconds),
         };
@@ -205,6 +239,7 @@ impl SmtpServer {
 
     /// Takes a connection slot for `ip`, or None when a limit is reached.
     fn admit_connection(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+        let ip = client_net(ip);
         let s = &self.settings.smtp;
         let mut m = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
         let n = m.entry(ip).or_insert(0);

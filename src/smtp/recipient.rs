@@ -13,7 +13,7 @@ use crate::lnmp::Address;
 use crate::relay::lookup::{LookupError, Resolver};
 
 /// Local parts that RFC 5321 and RFC 2142 expect every domain to take; they go to the
-/// user of that name, else to the domain's first user.
+/// user of that name, else to the domain's first user (the one quickstart made).
 const ROLE_ACCOUNTS: [&str; 2] = ["postmaster", "abuse"];
 
 fn unknown(addr: &str) -> Reply {
@@ -46,11 +46,9 @@ async fn local_user(custody: &Custody, addr: &str, local: &str) -> Result<UserIn
     let user = match custody.find_user(&name).await.map_err(temp)? {
         Some(u) => u,
         None if ROLE_ACCOUNTS.contains(&name.as_str()) => custody
-            .list_users()
+            .first_user()
             .await
             .map_err(temp)?
-            .into_iter()
-            .next()
             .ok_or_else(|| unknown(addr))?,
         None => return Err(unknown(addr)),
     };
@@ -112,17 +110,24 @@ pub async fn route(
                 format!("<{addr}> is not a valid LNMP address: {e}"),
             )
         })?;
-        let doc = lookup.resolve(&address).await.map_err(|e| {
-            let reason = match &e {
-                LookupError::Unknown { .. } => "no such user at its host".to_owned(),
-                LookupError::Invalid { reason, .. } => reason.clone(),
-                other => other.to_string(),
-            };
-            Reply::new(
+        let doc = lookup.resolve(&address).await.map_err(|e| match &e {
+            LookupError::Unknown { .. } => Reply::new(
+                550,
+                "5.1.1",
+                format!("<{addr}>: LNMP lookup failed: no such user at its host"),
+            ),
+            LookupError::Invalid { reason, .. } => Reply::new(
                 550,
                 "5.1.2",
                 format!("<{addr}>: LNMP lookup failed: {reason}"),
-            )
+            ),
+            LookupError::NoHost(_) => Reply::new(550, "5.1.2", format!("<{addr}>: {e}")),
+            // The host may be down for a while: the client retries.
+            LookupError::Http { .. } => Reply::new(
+                451,
+                "4.4.3",
+                format!("<{addr}>: LNMP lookup failed for now; try again later"),
+            ),
         })?;
         return Ok(Route::Lnmp {
             address,

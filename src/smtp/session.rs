@@ -83,7 +83,7 @@ pub(super) async fn refuse_busy(mut tcp: TcpStream, hostname: &str) {
         format!("{hostname} too many connections; try again later"),
     )
     .write_to(&mut out);
-    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.write_all(&out)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(&out)).await;
 }
 
 /// The envelope of the transaction in progress.
@@ -97,6 +97,8 @@ struct Transaction {
     chunks: Vec<u8>,
     chunk_problem: Option<DataProblem>,
     chunking: bool,
+    /// A BDAT of this transaction was refused: the transaction has failed.
+    chunks_refused: bool,
 }
 
 struct Session {
@@ -282,9 +284,13 @@ impl Session {
         let timeout = Duration::from_secs(self.settings().command_timeout_seconds);
         let mut line = Vec::new();
         let mut too_long = false;
+        let mut pending_cr = false;
         loop {
             let piece = self.read_piece(max, timeout).await?;
-            let end = piece.complete && piece.bytes.ends_with(b"\r\n");
+            // A CRLF split by the length limit still ends the line.
+            let end = piece.complete
+                && (piece.bytes.ends_with(b"\r\n") || (piece.bytes == b"\n" && pending_cr));
+            pending_cr = !piece.complete && piece.bytes.ends_with(b"\r");
             if !too_long && line.len() + piece.bytes.len() <= max {
                 line.extend_from_slice(&piece.bytes);
             } else {
@@ -495,14 +501,14 @@ impl Session {
                     initial_response,
                 } => self.auth(mechanism, initial_response).await?,
                 Request::Mail { from } => self.mail(from)?,
-                Request::Rcpt { to } => self.rcpt(to.address).await?,
+                Request::Rcpt { to } => self.rcpt(to, rcpt_was_null(&line)).await?,
                 Request::Data => self.data().await?,
                 Request::Bdat {
                     chunk_size,
                     is_last,
                 } => self.bdat(chunk_size, is_last).await?,
                 Request::Rset => {
-                    self.junk()?;
+                    // Not junk: MTAs probe cached connections with RSET.
                     self.tx = Transaction::default();
                     self.reply(Reply::new(250, "2.0.0", "ok"));
                 }
@@ -656,7 +662,7 @@ impl Session {
             .auth_limits
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .allowed(ip, &name);
+            .begin(ip, &name);
         if !allowed {
             tracing::warn!(user = %name, "AUTH refused: too many failures");
             return self.error(Reply::new(
@@ -665,31 +671,46 @@ impl Session {
                 "too many failed attempts; try again later",
             ));
         }
-        let ok = !name.is_empty()
-            && self
+        let checked = if name.is_empty() {
+            Ok(None)
+        } else {
+            match self
                 .server
                 .custody
                 .verify_password(&name, &creds.password)
                 .await
-                .unwrap_or(false);
-        let user = if ok {
-            self.server.custody.find_user(&name).await.ok().flatten()
-        } else {
-            None
+            {
+                Ok(true) => self.server.custody.find_user(&name).await,
+                Ok(false) => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        let user = match checked {
+            Ok(u) => u,
+            Err(e) => {
+                // Our failure, not the client's: give the attempt back and say so.
+                tracing::error!(error = %e, "cannot check a password");
+                self.server
+                    .auth_limits
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .succeeded(ip, &name);
+                return self.error(Reply::new(454, "4.7.0", "temporary authentication failure"));
+            }
         };
         match user {
             Some(u) => {
+                self.server
+                    .auth_limits
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .succeeded(ip, &name);
                 tracing::info!(user = %u.username, "authenticated");
                 self.user = Some(u);
                 self.reply(Reply::new(235, "2.7.0", "authentication successful"));
                 Ok(())
             }
             None => {
-                self.server
-                    .auth_limits
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .failed(ip, &name);
                 tracing::info!(user = %name, "AUTH failed");
                 self.error(Reply::new(
                     535,
@@ -716,6 +737,31 @@ impl Session {
                 "4.7.0",
                 format!("{} too many messages in one session", self.hostname()),
             )));
+        }
+        // RFC 5321 4.1.1.11: parameters of extensions we did not advertise are refused.
+        let allowed =
+            smtp_proto::MAIL_BODY_7BIT | smtp_proto::MAIL_BODY_8BITMIME | smtp_proto::MAIL_SMTPUTF8;
+        let unsupported = if from.flags & !allowed != 0 {
+            Some("BODY=BINARYMIME, RET, REQUIRETLS or another unadvertised parameter")
+        } else if from.env_id.is_some() {
+            Some("ENVID")
+        } else if from.hold_for != 0 || from.hold_until != 0 {
+            Some("HOLDFOR/HOLDUNTIL")
+        } else if from.mt_priority != 0 {
+            Some("MT-PRIORITY")
+        } else if from.by != 0 {
+            Some("BY")
+        } else if from.trans_id.is_some() || from.solicit.is_some() || from.mtrk.is_some() {
+            Some("TRANSID, SOLICIT or MTRK")
+        } else {
+            None
+        };
+        if let Some(p) = unsupported {
+            return self.error(Reply::new(
+                555,
+                "5.5.4",
+                format!("unsupported parameter {p}"),
+            ));
         }
         if from.size > self.settings().max_message_bytes {
             return self.error(Reply::new(
@@ -745,13 +791,27 @@ impl Session {
         Ok(())
     }
 
-    async fn rcpt(&mut self, address: String) -> Result<(), End> {
+    async fn rcpt(&mut self, to: smtp_proto::RcptTo<String>, null: bool) -> Result<(), End> {
         if self.tx.mail_from.is_none() {
             return self.error(Reply::new(503, "5.5.1", "need MAIL before RCPT"));
         }
-        if self.tx.routes.len() >= self.settings().max_recipients {
-            return self.error(Reply::new(452, "4.5.3", "too many recipients"));
+        if null {
+            return self.error(Reply::new(501, "5.1.3", "the null address is no recipient"));
         }
+        if to.flags != 0 || to.orcpt.is_some() || to.rrvs != 0 {
+            return self.error(Reply::new(
+                555,
+                "5.5.4",
+                "unsupported parameter NOTIFY, ORCPT, RRVS or CONNEG",
+            ));
+        }
+        if self.tx.routes.len() >= self.settings().max_recipients {
+            // Not counted as an error: a client may pipeline past the limit and then
+            // send the rest in another transaction (RFC 5321 4.5.3.1.8).
+            self.reply(Reply::new(452, "4.5.3", "too many recipients"));
+            return Ok(());
+        }
+        let address = to.address;
         let hostname = self.server.settings.hostname.clone();
         let routed = recipient::route(
             &self.server.custody,
@@ -762,6 +822,17 @@ impl Session {
         )
         .await;
         match routed {
+            Ok(Route::Local(u))
+                if self
+                    .tx
+                    .routes
+                    .iter()
+                    .any(|r| matches!(r, Route::Local(v) if v.id == u.id)) =>
+            {
+                // The same user under another spelling gets one copy.
+                self.reply(Reply::new(250, "2.1.5", "ok"));
+                Ok(())
+            }
             Ok(route) => {
                 self.tx.routes.push(route);
                 self.tx.rcpt_addresses.push(address);
@@ -806,16 +877,35 @@ impl Session {
                 "chunk exceeds the message size limit; closing",
             )));
         }
+        // RFC 3030: a chunk is read whatever the answer, so the session stays in step;
+        // a chunk that is refused is thrown away, and so is the rest of its transaction.
+        let refusal = if self.tx.mail_from.is_none() {
+            Some(Reply::new(503, "5.5.1", "need MAIL before BDAT"))
+        } else if self.tx.routes.is_empty() {
+            Some(Reply::new(554, "5.5.1", "no valid recipients"))
+        } else if self.tx.chunks_refused {
+            Some(Reply::new(
+                503,
+                "5.5.1",
+                "an earlier BDAT failed; send RSET",
+            ))
+        } else {
+            None
+        };
+        if let Some(r) = refusal {
+            self.read_exact_into(size, &mut Vec::new(), 0).await?;
+            self.tx.chunks_refused = self.tx.mail_from.is_some();
+            self.tx.chunks = Vec::new();
+            return self.error(r);
+        }
         let mut chunks = std::mem::take(&mut self.tx.chunks);
-        // The chunk is read whatever the answer, so the session stays in step.
-        let within = self.read_exact_into(size, &mut chunks, limit).await?;
+        let keep = if self.tx.chunk_problem.is_some() {
+            0
+        } else {
+            limit
+        };
+        let within = self.read_exact_into(size, &mut chunks, keep).await?;
         self.tx.chunks = chunks;
-        if self.tx.mail_from.is_none() {
-            return self.error(Reply::new(503, "5.5.1", "need MAIL before BDAT"));
-        }
-        if self.tx.routes.is_empty() {
-            return self.error(Reply::new(554, "5.5.1", "no valid recipients"));
-        }
         self.tx.chunking = true;
         if !within {
             self.tx.chunks = Vec::new();
@@ -907,13 +997,33 @@ impl Session {
     async fn inbound(&mut self, tx: &Transaction, message: Vec<u8>) -> Reply {
         let mail_from = tx.mail_from.clone().unwrap_or_default();
         let helo = self.helo.clone().unwrap_or_default();
+        // DMARC judges one author domain: mail with several From fields, or one naming
+        // several domains, would be exempt from it (RFC 7489 6.6.1), so it is refused.
+        let froms = match one_from(&message) {
+            Ok(f) => f,
+            Err(r) => return r,
+        };
+        let domain_of = |a: &String| a.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase());
+        if froms.iter().any(|a| domain_of(a) != domain_of(&froms[0])) {
+            return Reply::new(
+                550,
+                "5.7.1",
+                "the From header names addresses in several domains",
+            );
+        }
         let verdict = self
             .server
             .verifier
             .check(self.peer.ip(), &helo, &mail_from, &message)
             .await;
-        if let verify::Action::Reject(reason) = &verdict.action {
-            return Reply::new(550, "5.7.1", format!("message refused: {reason}"));
+        match &verdict.action {
+            verify::Action::Reject(reason) => {
+                return Reply::new(550, "5.7.1", format!("message refused: {reason}"));
+            }
+            verify::Action::Defer(reason) => {
+                return Reply::new(451, "4.7.0", format!("{reason}; try again later"));
+            }
+            _ => {}
         }
         let recipients: Vec<UserInfo> = tx
             .routes
@@ -988,10 +1098,10 @@ impl Session {
             return Reply::new(530, "5.7.0", "authentication required");
         };
         // The From header must name the user too, not only the envelope.
-        let froms = crate::convert::from_addresses(&message);
-        if froms.is_empty() {
-            return Reply::new(550, "5.6.0", "message has no From address");
-        }
+        let froms = match one_from(&message) {
+            Ok(f) => f,
+            Err(r) => return r,
+        };
         if let Some(bad) = froms.iter().find(|f| !owns_address(&user, f)) {
             return Reply::new(
                 550,
@@ -1090,6 +1200,12 @@ fn owned(r: Request<std::borrow::Cow<'_, str>>) -> Request<String> {
     }
 }
 
+/// Whether a RCPT line named the null path `<>` (smtp-proto reads `<>` and
+/// `<postmaster>` alike).
+fn rcpt_was_null(line: &[u8]) -> bool {
+    line.windows(2).any(|w| w == b"<>")
+}
+
 /// Whether `address` is one of the user's: `name@domain` (any +detail) or their LNMP
 /// address.
 fn owns_address(user: &UserInfo, address: &str) -> bool {
@@ -1112,5 +1228,23 @@ fn owns_address(user: &UserInfo, address: &str) -> bool {
 }
 
 fn header_from(message: &[u8]) -> Option<String> {
-    crate::convert::from_addresses(message).into_iter().next()
+    crate::convert::from_fields(message)
+        .into_iter()
+        .flatten()
+        .next()
+}
+
+/// The addresses of the message's one From field; a message with none, or with
+/// several, is refused (RFC 5322 3.6 allows exactly one).
+fn one_from(message: &[u8]) -> Result<Vec<String>, Reply> {
+    let mut fields = crate::convert::from_fields(message);
+    match fields.len() {
+        1 if !fields[0].is_empty() => Ok(fields.remove(0)),
+        0 | 1 => Err(Reply::new(550, "5.6.0", "the message has no From address")),
+        _ => Err(Reply::new(
+            550,
+            "5.7.1",
+            "the message has more than one From header field",
+        )),
+    }
 }

@@ -53,6 +53,8 @@ pub enum Action {
     Deliver,
     Junk,
     Reject(String),
+    /// The checks could not finish: answer 451 so the sender retries.
+    Defer(String),
 }
 
 /// The outcome of the checks: the Authentication-Results value (without the field
@@ -76,6 +78,7 @@ pub struct Verifier {
     dkim_failure: OnFailure,
     dmarc_failure: DmarcFailure,
     enabled: bool,
+    timeout: std::time::Duration,
 }
 
 fn on_failure(f: OnFailure, what: &str) -> Action {
@@ -90,6 +93,7 @@ fn on_failure(f: OnFailure, what: &str) -> Action {
 fn stricter(a: Action, b: Action) -> Action {
     match (a, b) {
         (r @ Action::Reject(_), _) | (_, r @ Action::Reject(_)) => r,
+        (d @ Action::Defer(_), _) | (_, d @ Action::Defer(_)) => d,
         (Action::Junk, _) | (_, Action::Junk) => Action::Junk,
         _ => Action::Deliver,
     }
@@ -104,12 +108,26 @@ impl Verifier {
             dkim_failure: smtp.dkim_failure,
             dmarc_failure: smtp.dmarc_failure,
             enabled: smtp.verify,
+            timeout: Duration::from_secs(smtp.verify_timeout_seconds),
         }
     }
 
     /// Checks SPF for `mail_from` (the HELO name for the null sender), every DKIM
-    /// signature, and DMARC for the From domain.
+    /// signature, and DMARC for the From domain, within the configured time.
     pub async fn check(&self, ip: IpAddr, helo: &str, mail_from: &str, raw: &[u8]) -> Verdict {
+        match tokio::time::timeout(self.timeout, self.check_all(ip, helo, mail_from, raw)).await {
+            Ok(v) => v,
+            Err(_) => Verdict {
+                authentication_results: format!("{}; none (checks timed out)", self.hostname),
+                action: Action::Defer("the SPF, DKIM and DMARC checks timed out".into()),
+                spf: SpfResult::TempError,
+                dkim_domains: Vec::new(),
+                dmarc_pass: false,
+            },
+        }
+    }
+
+    async fn check_all(&self, ip: IpAddr, helo: &str, mail_from: &str, raw: &[u8]) -> Verdict {
         if !self.enabled {
             return Verdict {
                 authentication_results: format!("{}; none", self.hostname),

@@ -99,6 +99,15 @@ pub async fn list(store: &Store) -> Result<Vec<UserRow>> {
     )
 }
 
+/// The user created first (quickstart's admin), if any.
+pub async fn first(store: &Store) -> Result<Option<UserRow>> {
+    Ok(
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM users ORDER BY id LIMIT 1"))
+            .fetch_optional(store.pool())
+            .await?,
+    )
+}
+
 pub async fn count(store: &Store) -> Result<i64> {
     Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users")
         .fetch_one(store.pool())

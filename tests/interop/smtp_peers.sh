@@ -373,9 +373,9 @@ for variant in 'LF.LF:\n.\n' 'CR.CR:\r.\r' 'LF.CRLF:\n.\r\n' 'CRLF.CR:\r\n.\r'; 
 done
 
 raw "$mx" '1:EHLO client.example\r\n' '1:MAIL FROM:<bob@example.test>\r\n' '1:RCPT TO:<alice@bridge.test>\r\n' '1:DATA\r\n' \
-  '1:Subject: bare lf\r\n\r\nbare\nline\r\n.\r\n' \
+  '1:Subject: bare lf\r\nFrom: bob@example.test\r\n\r\nbare\nline\r\n.\r\n' \
   '1:MAIL FROM:<bob@example.test>\r\n' '1:RCPT TO:<alice@bridge.test>\r\n' '1:DATA\r\n' \
-  '1:Subject: after bare lf\r\n\r\nclean\r\n.\r\n' '1:QUIT\r\n'
+  '1:Subject: after bare lf\r\nFrom: bob@example.test\r\n\r\nclean\r\n.\r\n' '1:QUIT\r\n'
 check "smuggling: after a 550 5.6.11 the session goes on and its next (clean) message is delivered" "$log" "$work/inbox-alice.txt" -- \
   eval 'raw_replies_after "Subject: bare lf" | grep -q "^550 5\.6\.11" &&
         [ "$(raw_replies_after "Subject: after bare lf" | cut -c1-3)" = 250 ] &&
