@@ -308,6 +308,9 @@ pub struct Smtp {
     pub max_command_line: usize,
     /// Longest line inside a message, CRLF included (RFC 5321 asks for 1000 at least).
     pub max_data_line: usize,
+    /// Messages being received at once, across all sessions: each may hold up to
+    /// `max_message_bytes` in memory, so this bounds the memory incoming mail takes.
+    pub max_concurrent_messages: usize,
     /// Messages per session before the server closes it.
     pub max_messages_per_session: usize,
     /// Commands of any kind per session before the server closes it.
@@ -359,6 +362,7 @@ impl Default for Smtp {
             max_recipients: 100,
             max_command_line: 2048,
             max_data_line: 8192,
+            max_concurrent_messages: 64,
             max_messages_per_session: 1000,
             max_commands: 10_000,
             max_junk_commands: 100,
@@ -665,6 +669,10 @@ impl Config {
                 self.smtp.max_messages_per_session as u64,
             ),
             ("smtp.max_errors", self.smtp.max_errors as u64),
+            (
+                "smtp.max_concurrent_messages",
+                self.smtp.max_concurrent_messages as u64,
+            ),
             ("smtp.max_commands", self.smtp.max_commands as u64),
             ("smtp.max_connections", self.smtp.max_connections as u64),
             (

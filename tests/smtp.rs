@@ -1118,3 +1118,29 @@ async fn envelopes_and_headers_that_hide_something_are_refused() {
     assert!(inbox_of(&b, "bob", "INBOX").await.is_empty());
     b.stop().await;
 }
+
+#[tokio::test]
+async fn messages_received_at_once_are_capped_server_wide() {
+    let b = bridge(|c| c.smtp.max_concurrent_messages = 1).await;
+    let port = b.port(Listener::Mx);
+    let mut one = raw(port).await;
+    let mut two = raw(port).await;
+    for s in [&mut one, &mut two] {
+        s.cmd("EHLO mail.example.test").await;
+        assert_eq!(s.cmd("MAIL FROM:<bob@example.test>").await.0, 250);
+        assert_eq!(s.cmd(&format!("RCPT TO:<alice@{DOMAIN}>")).await.0, 250);
+    }
+    assert_eq!(one.cmd("DATA").await.0, 354);
+    let (code, text) = two.cmd("DATA").await;
+    assert_eq!(code, 451, "{text}");
+    one.send(b"From: bob@example.test\r\nSubject: first\r\n\r\nx\r\n.\r\n")
+        .await;
+    assert_eq!(one.reply().await.0, 250);
+    // The permit is back once the first message is in.
+    assert_eq!(two.cmd("DATA").await.0, 354);
+    two.send(b"From: bob@example.test\r\nSubject: second\r\n\r\nx\r\n.\r\n")
+        .await;
+    assert_eq!(two.reply().await.0, 250);
+    assert_eq!(inbox_of(&b, "alice", "INBOX").await.len(), 2);
+    b.stop().await;
+}

@@ -181,6 +181,8 @@ pub struct SmtpServer {
     auth_limits: Mutex<AuthLimiter>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     connections: AtomicUsize,
+    /// One permit per message being received, across all sessions.
+    receiving: Arc<tokio::sync::Semaphore>,
 }
 
 /// Releases a connection's slots when its session ends, however it ends.
@@ -222,6 +224,7 @@ impl SmtpServer {
             user_burst: s.auth_failures_per_user,
             window: Duration::from_secs(s.auth_window_seconds),
         };
+        let receiving = Arc::new(tokio::sync::Semaphore::new(s.max_concurrent_messages));
         Arc::new(SmtpServer {
             settings,
             metrics,
@@ -234,6 +237,7 @@ impl SmtpServer {
             auth_limits: Mutex::new(auth_limits),
             per_ip: Mutex::new(HashMap::new()),
             connections: AtomicUsize::new(0),
+            receiving,
         })
     }
 

@@ -99,6 +99,8 @@ struct Transaction {
     chunking: bool,
     /// A BDAT of this transaction was refused: the transaction has failed.
     chunks_refused: bool,
+    /// The server-wide permit to receive this message (BDAT holds it across chunks).
+    receiving: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 struct Session {
@@ -853,6 +855,14 @@ impl Session {
         if self.tx.chunking {
             return self.error(Reply::new(503, "5.5.1", "DATA cannot follow BDAT"));
         }
+        let Ok(permit) = self.server.receiving.clone().try_acquire_owned() else {
+            return self.error(Reply::new(
+                451,
+                "4.3.2",
+                "too busy receiving mail; try again later",
+            ));
+        };
+        self.tx.receiving = Some(permit);
         self.reply(Reply::new(354, "", "end data with <CR><LF>.<CR><LF>"));
         let s = self.settings().clone();
         let mut reader = DataReader::new(s.max_message_bytes, s.normalize_bare_newlines);
@@ -889,6 +899,18 @@ impl Session {
                 "5.5.1",
                 "an earlier BDAT failed; send RSET",
             ))
+        } else if self.tx.receiving.is_none() {
+            match self.server.receiving.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    self.tx.receiving = Some(permit);
+                    None
+                }
+                Err(_) => Some(Reply::new(
+                    451,
+                    "4.3.2",
+                    "too busy receiving mail; try again later",
+                )),
+            }
         } else {
             None
         };

@@ -51,6 +51,8 @@ pub enum StoreError {
     },
     #[error("the database writer has stopped")]
     WriterGone,
+    #[error("a database write failed unexpectedly and was rolled back")]
+    Panicked,
     #[error("{0} already exists")]
     Conflict(String),
     #[error("{0} not found")]
@@ -199,7 +201,12 @@ impl Store {
             Some(w) => w.submit(f).await,
             None => {
                 let mut tx = self.inner.pool.begin().await?;
-                let value = f(&mut tx).await?;
+                // A write that panics is rolled back (the transaction is dropped) and
+                // reported, as on SQLite, rather than unwinding into its caller.
+                let value =
+                    futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(f(&mut tx)))
+                        .await
+                        .map_err(|_| StoreError::Panicked)??;
                 tx.commit().await?;
                 Ok(value)
             }

@@ -139,13 +139,19 @@ async fn commit_group(conn: &mut AnyConnection, group: Vec<Box<dyn Pending>>) {
             w.abort(e.to_string());
             break;
         }
-        let c = w.run(conn).await;
-        let end = if c.failed {
-            "ROLLBACK TO w; RELEASE w"
-        } else {
-            "RELEASE w"
+        // A write that panics must not take the writer (and every later write) with
+        // it: its statements are rolled back, and its caller, whose answer channel went
+        // with the panic, sees the writer's error.
+        let ran =
+            futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(w.run(conn))).await;
+        let end = match &ran {
+            Ok(c) if !c.failed => "RELEASE w",
+            _ => "ROLLBACK TO w; RELEASE w",
         };
-        completions.push(c);
+        match ran {
+            Ok(c) => completions.push(c),
+            Err(_) => tracing::error!("a database write panicked; rolled back"),
+        }
         if let Err(e) = conn.execute(end).await {
             failure = Some(e.to_string());
             break;
@@ -167,5 +173,56 @@ async fn commit_group(conn: &mut AnyConnection, group: Vec<Box<dyn Pending>>) {
     }
     for c in completions {
         (c.finish)(&commit);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::testing::each_backend;
+    use crate::store::{StoreError, settings};
+    use sqlx::AnyConnection;
+
+    async fn put(c: &mut AnyConnection, name: &str) -> crate::store::Result<()> {
+        sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2)")
+            .bind(name)
+            .bind(b"1".to_vec())
+            .execute(&mut *c)
+            .await?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_failing_or_panicking_write_leaves_the_others_and_the_writer_alone() {
+        each_backend(|store| async move {
+            let failing = store.write::<()>(Box::new(|c| {
+                Box::pin(async move {
+                    put(c, "a").await?;
+                    Err(StoreError::Conflict("on purpose".into()))
+                })
+            }));
+            let panicking = store.write::<()>(Box::new(|c| {
+                Box::pin(async move {
+                    put(c, "b").await?;
+                    panic!("a bug inside a write");
+                })
+            }));
+            let fine = store.write(Box::new(|c| Box::pin(async move { put(c, "c").await })));
+            let (failing, panicking, fine) = tokio::join!(failing, panicking, fine);
+            assert!(failing.is_err());
+            assert!(panicking.is_err());
+            fine.unwrap();
+            assert_eq!(settings::get(&store, "a").await.unwrap(), None);
+            assert_eq!(settings::get(&store, "b").await.unwrap(), None);
+            assert_eq!(
+                settings::get(&store, "c").await.unwrap().as_deref(),
+                Some(&b"1"[..])
+            );
+            // The writer lives on.
+            store
+                .write(Box::new(|c| Box::pin(async move { put(c, "d").await })))
+                .await
+                .unwrap();
+        })
+        .await;
     }
 }
