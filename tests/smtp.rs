@@ -1116,6 +1116,14 @@ async fn envelopes_and_headers_that_hide_something_are_refused() {
     .await;
     assert_eq!(t.reply().await.0, 550);
     assert!(inbox_of(&b, "bob", "INBOX").await.is_empty());
+    // Read receipts go out with the null sender; the From must still be hers.
+    assert_eq!(t.cmd("MAIL FROM:<>").await.0, 250);
+    t.cmd(&format!("RCPT TO:<bob@{DOMAIN}>")).await;
+    t.cmd("DATA").await;
+    t.send(format!("From: alice@{DOMAIN}\r\nSubject: receipt\r\n\r\nread\r\n.\r\n").as_bytes())
+        .await;
+    assert_eq!(t.reply().await.0, 250);
+    assert_eq!(inbox_of(&b, "bob", "INBOX").await.len(), 1);
     b.stop().await;
 }
 

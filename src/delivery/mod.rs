@@ -277,7 +277,8 @@ impl Courier {
                 user_id: Some(user.id),
                 mail_from: mail_from.to_owned(),
                 recipients: emails,
-                raw: raw.to_vec(),
+                // A client may leave Bcc in the header; the recipients must not see it.
+                raw: without_bcc(raw),
                 created_at: now,
                 expires_at: now.saturating_add(self.settings.outbound_lifetime.as_secs() as i64),
             });
@@ -377,6 +378,28 @@ impl Courier {
     }
 }
 
+/// The message with every Bcc header field (and its folded lines) taken out of the
+/// header section; the body is untouched.
+fn without_bcc(raw: &[u8]) -> Vec<u8> {
+    let header_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(raw.len(), |i| i + 2);
+    let mut out = Vec::with_capacity(raw.len());
+    let mut dropping = false;
+    for line in raw[..header_end].split_inclusive(|&b| b == b'\n') {
+        let folded = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
+        if !folded {
+            dropping = line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"bcc:");
+        }
+        if !dropping {
+            out.extend_from_slice(line);
+        }
+    }
+    out.extend_from_slice(&raw[header_end..]);
+    out
+}
+
 /// Adds the URLs of `more` missing from `into`.
 fn union(into: &mut Vec<String>, more: &[String]) {
     for u in more {
@@ -427,4 +450,20 @@ async fn file_local(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_bcc;
+
+    #[test]
+    fn bcc_fields_leave_the_header_and_nothing_else_changes() {
+        let raw = b"From: a@x\r\nBcc: secret@y,\r\n  other@z\r\nTo: b@x\r\nBCC: s2@y\r\n\r\nBcc: in the body stays\r\n";
+        assert_eq!(
+            without_bcc(raw),
+            b"From: a@x\r\nTo: b@x\r\n\r\nBcc: in the body stays\r\n".to_vec()
+        );
+        let plain = b"From: a@x\r\n\r\nbody\r\n";
+        assert_eq!(without_bcc(plain), plain.to_vec());
+    }
 }

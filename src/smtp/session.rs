@@ -773,7 +773,9 @@ impl Session {
             ));
         }
         let address = from.address;
+        // The null sender is the user's too: read receipts (RFC 8098) are sent with it.
         if let Some(user) = &self.user
+            && !address.is_empty()
             && !owns_address(user, &address)
         {
             return self.error(Reply::new(
