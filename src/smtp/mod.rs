@@ -309,12 +309,15 @@ impl SmtpServer {
                 },
             };
             let _ = tcp.set_nodelay(true);
+            // Admitted before a task is spawned, so a connection flood costs no more than
+            // a short refusal each.
+            let slot = self.admit_connection(peer.ip());
             let server = self.clone();
             let shutdown = shutdown.clone();
             let span = tracing::info_span!("smtp", listener = kind.name(), %peer);
             tracker.spawn(
                 async move {
-                    let Some(slot) = server.admit_connection(peer.ip()) else {
+                    let Some(slot) = slot else {
                         server.count_session(kind, "refused");
                         session::refuse_busy(tcp, &server.settings.hostname).await;
                         return;
