@@ -298,7 +298,8 @@ pub struct Smtp {
     pub submission_listen: String,
     /// Submission with implicit TLS (port 465). Empty turns it off.
     pub submissions_listen: String,
-    /// Allow AUTH without TLS from loopback clients (local tools, tests).
+    /// Allow AUTH without TLS from loopback clients (local tools, tests). Never with a
+    /// TCP proxy in front of the listener: every client would then look local.
     pub allow_plaintext_auth_on_loopback: bool,
     /// Largest message accepted, in bytes (advertised in SIZE).
     pub max_message_bytes: usize,
