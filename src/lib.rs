@@ -14,6 +14,7 @@ pub mod dkim;
 pub mod http;
 pub mod lnmp;
 pub mod metrics;
+pub mod net;
 pub mod quickstart;
 pub mod ratelimit;
 pub mod relay;

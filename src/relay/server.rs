@@ -251,16 +251,8 @@ impl Relay {
     ) {
         let tracker = tokio_util::task::TaskTracker::new();
         loop {
-            let (tcp, peer) = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                a = listener.accept() => match a {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "relay accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
+            let Some((tcp, peer)) = crate::net::accept(&listener, &shutdown, "relay").await else {
+                break;
             };
             if self.connections.load(Ordering::Relaxed) >= self.settings.max_connections as u64 {
                 tracing::warn!(%peer, "relay connection limit reached; refusing");

@@ -297,16 +297,9 @@ impl SmtpServer {
     ) {
         let tracker = tokio_util::task::TaskTracker::new();
         loop {
-            let (tcp, peer) = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                a = listener.accept() => match a {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, listener = kind.name(), "SMTP accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
+            let Some((tcp, peer)) = crate::net::accept(&listener, &shutdown, kind.name()).await
+            else {
+                break;
             };
             let _ = tcp.set_nodelay(true);
             // Admitted before a task is spawned, so a connection flood costs no more than
