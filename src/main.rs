@@ -666,7 +666,7 @@ async fn seal(
     let draft = Draft {
         to: keys,
         kind: Kind::Text,
-        timestamp: lnmp_bridge::store::now().max(0) as u64,
+        timestamp: lnmp_bridge::store::unix_now(),
         content: MessageContent {
             subject: compose.subject.clone(),
             body,

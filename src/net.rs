@@ -1,6 +1,7 @@
-//! Accepting connections, the same way for every listener (HTTP, relay, SMTP).
+//! Connections: accepting them the same way for every listener (HTTP, relay, SMTP),
+//! and telling where a client comes from.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -24,5 +25,53 @@ pub async fn accept(
                 }
             },
         }
+    }
+}
+
+/// The network a client is counted under: its IPv4 address, or its IPv6 /64 (one
+/// host is usually given a whole /64, so counting single addresses would not limit it).
+pub fn client_net(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let mut o = v6.octets();
+            o[8..].fill(0);
+            IpAddr::from(o)
+        }
+        IpAddr::V6(v6) => IpAddr::V4(
+            v6.to_ipv4_mapped()
+                .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+        ),
+        v4 => v4,
+    }
+}
+
+/// Whether `ip` is a loopback address, IPv4-mapped ones included.
+pub fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_are_counted_by_address_or_ipv6_slash_64() {
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(client_net(v4), v4);
+        let a: IpAddr = "2001:db8::1".parse().unwrap();
+        let b: IpAddr = "2001:db8::ffff:1234".parse().unwrap();
+        assert_eq!(client_net(a), client_net(b));
+        assert_ne!(
+            client_net(a),
+            client_net("2001:db8:0:1::1".parse().unwrap())
+        );
+        assert_eq!(client_net("::ffff:192.0.2.7".parse().unwrap()), v4);
+        assert!(is_loopback("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!is_loopback(v4));
     }
 }

@@ -108,10 +108,6 @@ struct LocalCopy {
     json: String,
 }
 
-fn unix_now() -> u64 {
-    store::now().max(0) as u64
-}
-
 impl Courier {
     pub fn new(
         custody: Custody,
@@ -153,7 +149,7 @@ impl Courier {
         let draft = Draft {
             to,
             kind: Kind::Text,
-            timestamp: unix_now(),
+            timestamp: store::unix_now(),
             content: content.clone(),
             relays,
             expiry: None,

@@ -166,8 +166,7 @@ impl Connection {
         if let Some(id) = identity {
             let mut aux = [0u8; 32];
             rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut aux);
-            let proof =
-                AuthProof::sign(id, url, &challenge, crate::store::now().max(0) as u64, &aux);
+            let proof = AuthProof::sign(id, url, &challenge, crate::store::unix_now(), &aux);
             let (tx, rx) = oneshot::channel();
             conn.lock().auth = Some((challenge, tx));
             conn.send(ClientFrame::Auth(proof).to_json()).await?;

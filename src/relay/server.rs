@@ -142,11 +142,6 @@ pub struct Relay {
     connections: AtomicU64,
 }
 
-/// Seconds since the Unix epoch.
-fn unix_now() -> u64 {
-    store::now().max(0) as u64
-}
-
 impl Relay {
     pub fn new(settings: RelaySettings, store: Store, gate: Arc<dyn Gate>) -> Arc<Relay> {
         Arc::new(Relay {
@@ -172,7 +167,7 @@ impl Relay {
         if let Err(e) = message.verify() {
             return refuse(ReasonCode::Invalid, e.to_string());
         }
-        let now = unix_now();
+        let now = store::unix_now();
         if message.is_expired(now) {
             return refuse(ReasonCode::Expired, "the message has expired".into());
         }
@@ -506,7 +501,7 @@ impl Connection {
                 let ok = proof.verify(
                     &self.relay.settings.public_url,
                     &self.challenge,
-                    unix_now(),
+                    store::unix_now(),
                     self.relay.settings.auth_skew,
                 );
                 let reason = match ok {

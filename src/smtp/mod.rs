@@ -93,23 +93,6 @@ pub struct SmtpSettings {
     pub smtp: crate::config::Smtp,
 }
 
-/// The network a client is counted under: its IPv4 address, or its IPv6 /64 (one
-/// host is usually given a whole /64, so counting single addresses would not limit it).
-pub(crate) fn client_net(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
-            let mut o = v6.octets();
-            o[8..].fill(0);
-            IpAddr::from(o)
-        }
-        IpAddr::V6(v6) => IpAddr::V4(
-            v6.to_ipv4_mapped()
-                .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
-        ),
-        v4 => v4,
-    }
-}
-
 /// AUTH attempts, limited per client network and per (user, client network): each
 /// attempt takes a token from both before the password is checked (so parallel
 /// connections cannot outrun the limit), and a success gives them back, so only
@@ -131,7 +114,7 @@ impl AuthLimiter {
     /// Takes a token for an attempt by `user` from `ip`; false if either budget is spent.
     fn begin(&mut self, ip: IpAddr, user: &str) -> bool {
         let (nb, ub, w) = (self.net_burst, self.user_burst, self.window);
-        let net = client_net(ip);
+        let net = crate::net::client_net(ip);
         // Keep memory bounded under a spray of addresses or names: forget buckets that
         // have refilled, and only when the map has doubled since the last sweep.
         if self.per_net.len() >= 100_000 {
@@ -159,7 +142,7 @@ impl AuthLimiter {
 
     /// Gives back the tokens of an attempt that succeeded.
     fn succeeded(&mut self, ip: IpAddr, user: &str) {
-        let net = client_net(ip);
+        let net = crate::net::client_net(ip);
         if let Some(b) = self.per_net.get_mut(&net) {
             b.give_back();
         }
@@ -243,7 +226,7 @@ impl SmtpServer {
 
     /// Takes a connection slot for `ip`, or None when a limit is reached.
     fn admit_connection(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
-        let ip = client_net(ip);
+        let ip = crate::net::client_net(ip);
         let s = &self.settings.smtp;
         let mut m = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
         let n = m.entry(ip).or_insert(0);

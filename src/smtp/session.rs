@@ -6,7 +6,7 @@ use super::{Admit, InboundMail, Listener, Reply, SmtpServer, recipient, sasl, ve
 use crate::custody::UserInfo;
 use crate::delivery::{BridgedMail, Route};
 use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, Request};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -168,15 +168,6 @@ pub(super) async fn run(
     }
     if let Some(mut st) = s.stream.take() {
         let _ = tokio::time::timeout(Duration::from_secs(2), st.shutdown()).await;
-    }
-}
-
-fn is_loopback(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(v6) => {
-            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-        }
     }
 }
 
@@ -396,7 +387,7 @@ impl Session {
         self.kind != Listener::Mx
             && (self.tls
                 || (self.settings().allow_plaintext_auth_on_loopback
-                    && is_loopback(self.peer.ip())))
+                    && crate::net::is_loopback(self.peer.ip())))
     }
 
     fn ehlo_lines(&self, host: &str) -> Vec<String> {

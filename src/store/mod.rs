@@ -249,5 +249,10 @@ pub fn now() -> i64 {
         .unwrap_or(0)
 }
 
+/// [`now`] as the unsigned seconds LNMP timestamps use.
+pub fn unix_now() -> u64 {
+    now().max(0) as u64
+}
+
 #[cfg(test)]
 pub(crate) mod testing;
