@@ -44,6 +44,7 @@ pub struct Config {
     pub relay_client: RelayClient,
     pub pricing: Pricing,
     pub smtp: Smtp,
+    pub imap: Imap,
     pub dns: Dns,
     pub log: Log,
     pub limits: Limits,
@@ -390,6 +391,68 @@ impl Default for Smtp {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct Imap {
+    /// IMAP with STARTTLS (port 143 in production). Empty turns it off.
+    pub listen: String,
+    /// IMAP over implicit TLS (port 993). Empty turns it off.
+    pub tls_listen: String,
+    /// Allow LOGIN and AUTHENTICATE without TLS from loopback clients (local tools,
+    /// tests). Never with a TCP proxy in front: every client would look local.
+    pub allow_plaintext_auth_on_loopback: bool,
+    /// Largest literal a client may send (APPEND's message, mostly), in bytes.
+    pub max_literal_bytes: u32,
+    /// Longest command line outside literals, in bytes.
+    pub max_command_line: u32,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// Idle time before a connection that is not in IDLE is closed (RFC 3501 asks
+    /// for at least 30 minutes).
+    pub command_timeout_seconds: u64,
+    /// Longest IDLE before the server ends it (clients renew well before 30 minutes).
+    pub idle_timeout_seconds: u64,
+    /// How often an idling session looks at its mailbox even when no change was
+    /// announced: a safety net under the change notifications.
+    pub idle_poll_seconds: u64,
+    /// Commands answered BAD before the connection is closed.
+    pub max_bad_commands: u32,
+    /// Failed logins allowed per client network and per (user, network) in the window.
+    pub auth_failures_per_ip: u32,
+    pub auth_failures_per_user: u32,
+    pub auth_window_seconds: u64,
+    /// Mailboxes a user may have, and the deepest hierarchy and longest name allowed.
+    pub max_mailboxes: u32,
+    pub max_mailbox_name_bytes: usize,
+    /// Rendered messages each session keeps at hand (FETCH in chunks reads the same
+    /// message again and again).
+    pub message_cache: usize,
+}
+
+impl Default for Imap {
+    fn default() -> Self {
+        Imap {
+            listen: "127.0.0.1:2143".into(),
+            tls_listen: "127.0.0.1:2993".into(),
+            allow_plaintext_auth_on_loopback: false,
+            max_literal_bytes: 50 * 1024 * 1024,
+            max_command_line: 64 * 1024,
+            max_connections: 5000,
+            max_connections_per_ip: 100,
+            command_timeout_seconds: 1800,
+            idle_timeout_seconds: 1800,
+            idle_poll_seconds: 30,
+            max_bad_commands: 50,
+            auth_failures_per_ip: 10,
+            auth_failures_per_user: 5,
+            auth_window_seconds: 900,
+            max_mailboxes: 1000,
+            max_mailbox_name_bytes: 512,
+            message_cache: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Dns {
     /// Name servers (ip or ip:port) for SPF, DKIM, DMARC and MX lookups; empty means
     /// the system's (/etc/resolv.conf).
@@ -654,6 +717,8 @@ impl Config {
             ("smtp.mx_listen", &self.smtp.mx_listen),
             ("smtp.submission_listen", &self.smtp.submission_listen),
             ("smtp.submissions_listen", &self.smtp.submissions_listen),
+            ("imap.listen", &self.imap.listen),
+            ("imap.tls_listen", &self.imap.tls_listen),
         ] {
             if !listen.is_empty() && listen.parse::<SocketAddr>().is_err() {
                 return Err(invalid(
@@ -695,11 +760,45 @@ impl Config {
                 self.smtp.verify_timeout_seconds,
             ),
             ("smtp.max_mime_parts", self.smtp.max_mime_parts as u64),
+            (
+                "imap.max_literal_bytes",
+                u64::from(self.imap.max_literal_bytes),
+            ),
+            ("imap.max_connections", self.imap.max_connections as u64),
+            (
+                "imap.max_connections_per_ip",
+                self.imap.max_connections_per_ip as u64,
+            ),
+            ("imap.idle_timeout_seconds", self.imap.idle_timeout_seconds),
+            ("imap.idle_poll_seconds", self.imap.idle_poll_seconds),
+            (
+                "imap.max_bad_commands",
+                u64::from(self.imap.max_bad_commands),
+            ),
+            ("imap.auth_window_seconds", self.imap.auth_window_seconds),
+            ("imap.max_mailboxes", u64::from(self.imap.max_mailboxes)),
             ("dns.timeout_seconds", self.dns.timeout_seconds),
         ] {
             if v == 0 {
                 return Err(invalid(key, "must be at least 1"));
             }
+        }
+        // RFC 3501 sets no limit, but clients send long UID sets on one line; Dovecot
+        // takes 64 KiB.
+        if self.imap.max_command_line < 8192 {
+            return Err(invalid("imap.max_command_line", "must be at least 8192"));
+        }
+        if self.imap.command_timeout_seconds < 1800 {
+            return Err(invalid(
+                "imap.command_timeout_seconds",
+                "must be at least 1800 (RFC 3501 5.4: 30 minutes)",
+            ));
+        }
+        if self.imap.max_mailbox_name_bytes < 64 {
+            return Err(invalid(
+                "imap.max_mailbox_name_bytes",
+                "must be at least 64",
+            ));
         }
         // RFC 5321 4.5.3.1: a server must take command lines of 512 and text lines of
         // 1000 octets.
@@ -775,6 +874,15 @@ impl Config {
     }
 
     /// The SMTP listeners that are turned on, with their kind.
+    /// The configured IMAP listeners: (implicit TLS?, address).
+    pub fn imap_listeners(&self) -> Vec<(bool, SocketAddr)> {
+        [(false, &self.imap.listen), (true, &self.imap.tls_listen)]
+            .into_iter()
+            .filter(|(_, l)| !l.is_empty())
+            .map(|(tls, l)| (tls, l.parse().expect("validated imap listener")))
+            .collect()
+    }
+
     pub fn smtp_listeners(&self) -> Vec<(crate::smtp::Listener, SocketAddr)> {
         use crate::smtp::Listener;
         [

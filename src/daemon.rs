@@ -80,6 +80,8 @@ pub struct Running {
     pub http_tls: bool,
     pub relay: Option<std::net::SocketAddr>,
     pub smtp: Vec<(smtp::Listener, std::net::SocketAddr)>,
+    /// (implicit TLS?, address) of each IMAP listener.
+    pub imap: Vec<(bool, std::net::SocketAddr)>,
     pub custody: Custody,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -177,7 +179,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     tasks.spawn(outbox.clone().run(shutdown.clone()));
     let courier = Arc::new(Courier::new(
         custody.clone(),
-        blobs,
+        blobs.clone(),
         relay_bound.as_ref().map(|(_, r)| r.clone()),
         outbox,
         CourierSettings::from_config(&config),
@@ -192,6 +194,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         &shutdown,
     )
     .await?;
+    let imap_bound =
+        start_imap(&config, &custody, blobs, metrics.clone(), &tasks, &shutdown).await?;
     if !config.relay.read_relays.is_empty() {
         tasks.spawn(follow_read_relays(
             custody.clone(),
@@ -206,11 +210,50 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         http_tls: http_tls.is_some(),
         relay: relay_bound.map(|(a, _)| a),
         smtp: smtp_bound,
+        imap: imap_bound,
         custody,
         shutdown,
         tasks,
         grace: Duration::from_secs(config.limits.shutdown_grace_seconds + 5),
     })
+}
+
+/// Binds the IMAP listeners and starts a server on each.
+async fn start_imap(
+    config: &Config,
+    custody: &Custody,
+    blobs: crate::blob::BlobStore,
+    metrics: Arc<Metrics>,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Vec<(bool, std::net::SocketAddr)>> {
+    let listeners = crate::imap::bind(config).await?;
+    if listeners.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (cert, key) = crate::tls::certificate_files(config)?;
+    let tls = tokio_rustls::TlsAcceptor::from(crate::tls::server_config(&cert, &key, &[])?);
+    let server = crate::imap::ImapServer::new(
+        crate::imap::ImapSettings {
+            hostname: config.server.hostname.clone(),
+            domain: config.server.domain.clone(),
+            imap: config.imap.clone(),
+        },
+        custody.clone(),
+        blobs,
+        Some(tls),
+        metrics,
+    );
+    let mut bound = Vec::new();
+    for (implicit_tls, listener, addr) in listeners {
+        tasks.spawn(
+            server
+                .clone()
+                .serve(listener, implicit_tls, shutdown.clone()),
+        );
+        bound.push((implicit_tls, addr));
+    }
+    Ok(bound)
 }
 
 /// Binds the SMTP listeners and starts a server on each.
@@ -378,7 +421,9 @@ async fn keep_in_inbox(store: &Store, user_id: i64, m: Message) -> anyhow::Resul
         return Ok(());
     }
     let json = m.to_json();
-    inbox::insert(store, user_id, m, json, store::now()).await?;
+    if inbox::insert(store, user_id, m, json, store::now()).await? {
+        store.mail_changed(user_id).await;
+    }
     Ok(())
 }
 
@@ -417,7 +462,14 @@ async fn print_banner(config: &Config, running: &Running) -> anyhow::Result<()> 
         };
         println!("  {what} on {addr}");
     }
-    println!("Mail clients: IMAP is not served yet; submission works.");
+    for (implicit_tls, addr) in &running.imap {
+        let what = if *implicit_tls {
+            "IMAP (implicit TLS)"
+        } else {
+            "IMAP (STARTTLS)"
+        };
+        println!("  {what} on {addr}");
+    }
     Ok(())
 }
 

@@ -12,12 +12,14 @@ pub mod daemon;
 pub mod delivery;
 pub mod dkim;
 pub mod http;
+pub mod imap;
 pub mod lnmp;
 pub mod metrics;
 pub mod net;
 pub mod quickstart;
 pub mod ratelimit;
 pub mod relay;
+pub mod sasl;
 pub mod smtp;
 pub mod store;
 #[doc(hidden)]

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub http_requests: Family<HttpLabels, Counter>,
     pub smtp_sessions: Family<SmtpLabels, Counter>,
     pub smtp_messages: Family<SmtpLabels, Counter>,
+    /// IMAP sessions, by listener (imap, imaps) and admission.
+    pub imap_sessions: Family<SmtpLabels, Counter>,
     pub users: Gauge,
 }
 
@@ -62,6 +64,12 @@ impl Metrics {
             "Messages read to their end by the SMTP server, by listener and answer",
             smtp_messages.clone(),
         );
+        let imap_sessions = Family::<SmtpLabels, Counter>::default();
+        registry.register(
+            "imap_sessions",
+            "IMAP sessions, by listener and how they were let in (accepted, refused when over the connection limits)",
+            imap_sessions.clone(),
+        );
         let users = Gauge::default();
         registry.register("users", "Users of the domain", users.clone());
         Metrics {
@@ -69,6 +77,7 @@ impl Metrics {
             http_requests,
             smtp_sessions,
             smtp_messages,
+            imap_sessions,
             users,
         }
     }

@@ -1,7 +1,9 @@
 //! Connections: accepting them the same way for every listener (HTTP, relay, SMTP),
 //! and telling where a client comes from.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -51,6 +53,66 @@ pub fn is_loopback(ip: IpAddr) -> bool {
         IpAddr::V4(v4) => v4.is_loopback(),
         IpAddr::V6(v6) => {
             v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+/// Connection slots shared by a server's listeners: at most `max` connections, and
+/// `per_ip` from one client network.
+pub struct ConnectionSlots {
+    max: usize,
+    per_ip: usize,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// A taken slot; dropping it frees the slot, however the session ended.
+pub struct Slot {
+    slots: Arc<ConnectionSlots>,
+    net: IpAddr,
+}
+
+impl ConnectionSlots {
+    pub fn new(max: usize, per_ip: usize) -> Arc<ConnectionSlots> {
+        Arc::new(ConnectionSlots {
+            max,
+            per_ip,
+            open: Mutex::new((0, HashMap::new())),
+        })
+    }
+
+    /// A slot for a client at `ip`, or None when a limit is reached.
+    pub fn take(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+        let net = client_net(ip);
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let (total, by_net) = &mut *open;
+        let n = by_net.get(&net).copied().unwrap_or(0);
+        if n >= self.per_ip || *total >= self.max {
+            return None;
+        }
+        by_net.insert(net, n + 1);
+        *total += 1;
+        Some(Slot {
+            slots: self.clone(),
+            net,
+        })
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(|p| p.into_inner());
+        let (total, by_net) = &mut *open;
+        *total = total.saturating_sub(1);
+        if let Some(n) = by_net.get_mut(&self.net) {
+            *n -= 1;
+            if *n == 0 {
+                by_net.remove(&self.net);
+            }
         }
     }
 }

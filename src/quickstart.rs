@@ -50,7 +50,8 @@ pub async fn run(o: Options) -> anyhow::Result<String> {
          [http]\nlisten = \"0.0.0.0:443\"\n\n\
          [relay]\nlisten = \"0.0.0.0:7138\"\n\n\
          [smtp]\nmx_listen = \"0.0.0.0:25\"\nsubmission_listen = \"0.0.0.0:587\"\n\
-         submissions_listen = \"0.0.0.0:465\"\n",
+         submissions_listen = \"0.0.0.0:465\"\n\n\
+         [imap]\nlisten = \"0.0.0.0:143\"\ntls_listen = \"0.0.0.0:993\"\n",
         quoted(&domain),
         quoted(&hostname)
     );

@@ -29,10 +29,16 @@ impl Run {
             .env_remove("LNMP_MASTER_KEY")
             .env_remove("LNMP_CONFIG")
             .env("RUST_LOG", "warn");
-        // Daemons started by these tests keep off the default SMTP ports.
-        for key in ["MX", "SUBMISSION", "SUBMISSIONS"] {
+        // Daemons started by these tests keep off the default SMTP and IMAP ports.
+        for key in [
+            "SMTP__MX_LISTEN",
+            "SMTP__SUBMISSION_LISTEN",
+            "SMTP__SUBMISSIONS_LISTEN",
+            "IMAP__LISTEN",
+            "IMAP__TLS_LISTEN",
+        ] {
             c.env(
-                format!("LNMP__SMTP__{key}_LISTEN"),
+                format!("LNMP__{key}"),
                 format!("127.0.0.1:{}", common::free_port()),
             );
         }

@@ -24,9 +24,15 @@ fn cmd(dir: &Path, args: &[&str]) -> Command {
         .current_dir(dir)
         .env("RUST_LOG", "warn")
         .env_remove("LNMP_MASTER_KEY");
-    // These tests need no SMTP: keep the listeners off.
-    for key in ["MX", "SUBMISSION", "SUBMISSIONS"] {
-        c.env(format!("LNMP__SMTP__{key}_LISTEN"), "");
+    // These tests need no SMTP or IMAP: keep the listeners off.
+    for key in [
+        "SMTP__MX_LISTEN",
+        "SMTP__SUBMISSION_LISTEN",
+        "SMTP__SUBMISSIONS_LISTEN",
+        "IMAP__LISTEN",
+        "IMAP__TLS_LISTEN",
+    ] {
+        c.env(format!("LNMP__{key}"), "");
     }
     c
 }

@@ -77,6 +77,8 @@ async fn bridge_with_zone(extra: &str, tune: impl FnOnce(&mut Config)) -> Bridge
     config.smtp.mx_listen = "127.0.0.1:0".into();
     config.smtp.submission_listen = "127.0.0.1:0".into();
     config.smtp.submissions_listen = "127.0.0.1:0".into();
+    config.imap.listen = "127.0.0.1:0".into();
+    config.imap.tls_listen = "127.0.0.1:0".into();
     config.dns.nameservers = vec![dns.addr().to_string()];
     config.dns.timeout_seconds = 2;
     tune(&mut config);

@@ -43,6 +43,8 @@ fn cmd(dir: &Path, mx: u16, dns: std::net::SocketAddr, args: &[&str]) -> Command
         .env("LNMP__SMTP__MX_LISTEN", format!("127.0.0.1:{mx}"))
         .env("LNMP__SMTP__SUBMISSION_LISTEN", "")
         .env("LNMP__SMTP__SUBMISSIONS_LISTEN", "")
+        .env("LNMP__IMAP__LISTEN", "")
+        .env("LNMP__IMAP__TLS_LISTEN", "")
         .env("LNMP__DNS__NAMESERVERS", format!("[\"{dns}\"]"));
     c
 }

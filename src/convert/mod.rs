@@ -7,6 +7,9 @@
 //! store before committing the message that names them. Conversion itself does no I/O.
 
 pub mod threading;
+pub mod view;
+
+pub use view::{NativeView, render_native, x_priority};
 
 use crate::lnmp::content::{BridgedEmail, RawEmail};
 use crate::lnmp::{FileAttachment, MessageContent, SealedBlob};
@@ -350,6 +353,11 @@ pub struct Envelope {
 /// decrypted bytes (`files`, in the order of `content.attachments`; an attachment
 /// without bytes is left out). Bridged mail should be shown from its raw copy instead
 /// (see [`raw_inline`]).
+///
+/// The output is a pure function of the inputs: the Date is the envelope's, and the
+/// multipart boundaries are derived from the Message-ID (see `boundary`). IMAP
+/// serves a message in pieces and announces its RFC822.SIZE up front, so every render
+/// of the same message must be the same bytes.
 pub fn to_mime(
     content: &MessageContent,
     envelope: &Envelope,
@@ -357,44 +365,50 @@ pub fn to_mime(
 ) -> Result<Vec<u8>, ConvertError> {
     use mail_builder::MessageBuilder;
     use mail_builder::headers::address::Address;
+    use mail_builder::headers::content_type::ContentType;
     use mail_builder::headers::raw::Raw;
+    use mail_builder::mime::{BodyPart, MimePart};
 
     // Ids come from LNMP content someone else wrote: keep only what a msg-id may hold,
     // so no value can end the header line or start another.
-    let strip = |s: String| -> String {
+    let strip = |s: &str| -> String {
         s.chars()
             .filter(|c| c.is_ascii_graphic() && !matches!(c, '<' | '>'))
             .collect()
     };
-    let one_line = |s: &str| -> String { s.chars().filter(|c| !c.is_control()).collect() };
-    let mut b = MessageBuilder::new()
-        .from(Address::new_address(
-            Some(envelope.from.0.clone()).filter(|n| !n.is_empty()),
-            envelope.from.1.clone(),
-        ))
-        .date(envelope.date)
-        .message_id(envelope.message_id.clone());
-    if !envelope.to.is_empty() {
-        b = b.to(envelope
-            .to
-            .iter()
-            .map(|(n, a)| {
-                Address::new_address(Some(n.clone()).filter(|n| !n.is_empty()), a.clone())
+    // mail-builder writes an address as given: nothing that ends the line, closes the
+    // angle brackets or starts the next address of a list.
+    let addr_spec = |s: &str| -> String {
+        s.chars()
+            .filter(|c| {
+                !c.is_control() && !c.is_whitespace() && !matches!(c, '<' | '>' | ',' | ';' | '"')
             })
-            .collect::<Vec<_>>());
+            .collect()
+    };
+    let address = |(name, addr): &(String, String)| {
+        let name = one_line(name);
+        Address::new_address(Some(name).filter(|n| !n.is_empty()), addr_spec(addr))
+    };
+    let message_id = strip(&envelope.message_id);
+    let mut b = MessageBuilder::new()
+        .from(address(&envelope.from))
+        .date(envelope.date)
+        .message_id(message_id.clone());
+    if !envelope.to.is_empty() {
+        b = b.to(envelope.to.iter().map(address).collect::<Vec<_>>());
     }
     if let Some(s) = &content.subject {
         b = b.subject(s.clone());
     }
     if let Some(r) = &content.reply_to {
-        b = b.in_reply_to(strip(threading::to_message_id(r)));
+        b = b.in_reply_to(strip(&threading::to_message_id(r)));
     }
     let mut refs = Vec::new();
     for v in [&content.thread_id, &content.reply_to]
         .into_iter()
         .flatten()
     {
-        let id = strip(threading::to_message_id(v));
+        let id = strip(&threading::to_message_id(v));
         if !refs.contains(&id) {
             refs.push(id);
         }
@@ -403,12 +417,28 @@ pub fn to_mime(
         b = b.references(refs);
     }
     for (name, value) in &envelope.extra_headers {
-        b = b.header(name.clone(), Raw::new(value.clone()));
+        // A field name is printable ASCII without a colon (RFC 5322 §3.6.8).
+        let name: String = name
+            .chars()
+            .filter(|c| c.is_ascii_graphic() && *c != ':')
+            .collect();
+        if !name.is_empty() {
+            b = b.header(name, Raw::new(one_line(value)));
+        }
     }
-    b = b.text_body(content.body.clone());
-    if let Some(h) = &content.body_html {
-        b = b.html_body(h.clone());
-    }
+
+    // The body tree, built here rather than by mail-builder so each multipart carries
+    // a boundary of ours: text and HTML as alternatives, attachments mixed after them.
+    let text = MimePart::new("text/plain", content.body.as_str());
+    let html = content
+        .body_html
+        .as_deref()
+        .map(|h| MimePart::new("text/html", h));
+    let mut attachments = Vec::new();
+    // What mail-builder may write verbatim (7bit): every text/* leaf. Base64 and
+    // quoted-printable output never hold "=_", which every boundary starts with.
+    let mut verbatim: Vec<&[u8]> = vec![content.body.as_bytes()];
+    verbatim.extend(content.body_html.as_deref().map(str::as_bytes));
     for (a, bytes) in content.attachments.iter().zip(files) {
         if let Some(bytes) = bytes {
             let mime =
@@ -417,10 +447,87 @@ pub fn to_mime(
                 } else {
                     "application/octet-stream".to_owned()
                 };
-            b = b.attachment(mime, one_line(&a.filename), bytes.clone());
+            if mime.starts_with("text/") {
+                verbatim.push(bytes);
+            }
+            attachments
+                .push(MimePart::new(mime, bytes.as_slice()).attachment(one_line(&a.filename)));
         }
     }
-    Ok(b.write_to_vec()?)
+    let mut chosen: Vec<String> = Vec::new();
+    let mut next_boundary = || {
+        let depth = chosen.len();
+        let found = (0..=u32::MAX)
+            .map(|attempt| boundary(&message_id, depth, attempt))
+            .find(|b| {
+                // RFC 2046 §5.1.1: no boundary may occur in what it encloses, nor be a
+                // prefix of another in the same message.
+                !verbatim.iter().any(|v| contains(v, b.as_bytes()))
+                    && !chosen
+                        .iter()
+                        .any(|c| c.starts_with(b.as_str()) || b.starts_with(c.as_str()))
+            })
+            .unwrap_or_default();
+        chosen.push(found.clone());
+        found
+    };
+    let multipart = |subtype: &str, boundary: String, parts| {
+        MimePart::new(
+            ContentType::new(format!("multipart/{subtype}")).attribute("boundary", boundary),
+            BodyPart::Multipart(parts),
+        )
+    };
+    let mut body = match html {
+        Some(html) => multipart("alternative", next_boundary(), vec![text, html]),
+        None => text,
+    };
+    if !attachments.is_empty() {
+        let mut parts = Vec::with_capacity(attachments.len() + 1);
+        parts.push(body);
+        parts.extend(attachments);
+        body = multipart("mixed", next_boundary(), parts);
+    }
+    Ok(b.body(body).write_to_vec()?)
+}
+
+/// The multipart boundary of the part at `depth` (counted in the order parts are
+/// built) of the message `message_id`: `=_` and 32 hex digits of a SHA-256 over both.
+/// `attempt` counts up while the candidate occurs in the content it would enclose, so
+/// the result stays a function of the message alone. The `=_` prefix cannot occur in
+/// base64 or quoted-printable text, the encodings mail-builder picks for other parts.
+fn boundary(message_id: &str, depth: usize, attempt: u32) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"lnmp-bridge/mime-boundary\0");
+    h.update((message_id.len() as u64).to_be_bytes());
+    h.update(message_id.as_bytes());
+    h.update((depth as u64).to_be_bytes());
+    h.update(attempt.to_be_bytes());
+    let digest = h.finalize();
+    format!("=_{}", hex::encode(&digest[..16]))
+}
+
+/// Whether `needle` occurs in `haystack`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, rest)) = needle.split_first() else {
+        return true;
+    };
+    haystack
+        .iter()
+        .enumerate()
+        .filter(|&(_, &b)| b == first)
+        .any(|(i, _)| {
+            haystack
+                .get(i + 1..)
+                .is_some_and(|tail| tail.starts_with(rest))
+        })
+}
+
+/// A header value from someone else's content on one line: control characters
+/// (CR and LF among them) are dropped, so the value can neither end the field nor
+/// start another.
+fn one_line(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).collect()
 }
 
 /// The raw bytes of bridged mail when they travel inline.
@@ -428,5 +535,164 @@ pub fn raw_inline(content: &MessageContent) -> Option<&[u8]> {
     match content.email.as_ref().map(|e| &e.raw) {
         Some(RawEmail::Inline(b)) => Some(b),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mail_parser::MessageParser;
+
+    fn envelope() -> Envelope {
+        Envelope {
+            from: ("Bob".into(), "bob#abcdef@relay.example.org".into()),
+            to: vec![("".into(), "alice@bridge.test".into())],
+            date: 1_700_000_000,
+            message_id: format!("{}@lnmp.invalid", "ab".repeat(32)),
+            extra_headers: vec![("X-LNMP-Id".into(), "ab".repeat(32))],
+        }
+    }
+
+    fn content_with_files() -> (MessageContent, Vec<Option<Vec<u8>>>) {
+        let mut rng = rand_core::OsRng;
+        let pdf = FileAttachment::seal("report.pdf", "application/pdf", &[0, 1, 2, 255], &mut rng);
+        let notes = FileAttachment::seal("notes.txt", "text/plain", b"line one\n", &mut rng);
+        let missing = FileAttachment::seal("gone.bin", "application/octet-stream", b"", &mut rng);
+        let content = MessageContent {
+            subject: Some("Quarterly r\u{e9}sum\u{e9}".into()),
+            body: "Hello Alice,\nthe report is attached.\n".into(),
+            body_html: Some("<p>Hello Alice,</p><p>the report is attached.</p>".into()),
+            thread_id: Some("<root@example.org>".into()),
+            reply_to: Some("cd".repeat(32)),
+            attachments: vec![
+                pdf.attachment.clone(),
+                missing.attachment.clone(),
+                notes.attachment.clone(),
+            ],
+            ..MessageContent::default()
+        };
+        let files = vec![Some(vec![0, 1, 2, 255]), None, Some(b"line one\n".to_vec())];
+        (content, files)
+    }
+
+    #[test]
+    fn rendering_is_deterministic_and_reads_back() {
+        let (content, files) = content_with_files();
+        let first = to_mime(&content, &envelope(), &files).unwrap();
+        let second = to_mime(&content, &envelope(), &files).unwrap();
+        assert_eq!(first, second, "two renders differ");
+        let text = String::from_utf8_lossy(&first);
+        assert!(text.contains("boundary=\"=_"), "{text}");
+        assert!(
+            text.contains("Date: Tue, 14 Nov 2023 22:13:20 +0000\r\n"),
+            "{text}"
+        );
+
+        let back = MessageParser::default().parse(&first).unwrap();
+        assert_eq!(back.subject(), content.subject.as_deref());
+        // Mail has CRLF line ends; from_mime turns them back into the content's.
+        assert_eq!(
+            back.body_text(0).map(|t| lf_lines(t.into_owned())),
+            Some(content.body.clone())
+        );
+        assert!(back.body_html(0).unwrap().contains("<p>Hello Alice,</p>"));
+        let attachments: Vec<(String, Vec<u8>)> = back
+            .attachments()
+            .map(|p| {
+                (
+                    p.attachment_name().unwrap_or("").to_owned(),
+                    p.contents().to_vec(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            attachments,
+            vec![
+                ("report.pdf".to_owned(), vec![0, 1, 2, 255]),
+                ("notes.txt".to_owned(), b"line one\n".to_vec()),
+            ]
+        );
+        assert_eq!(back.date().map(|d| d.to_timestamp()), Some(1_700_000_000));
+        let irt = back
+            .in_reply_to()
+            .as_text_list()
+            .unwrap_or_default()
+            .to_vec();
+        assert_eq!(irt, vec![format!("{}@lnmp.invalid", "cd".repeat(32))]);
+    }
+
+    #[test]
+    fn every_shape_of_body_is_deterministic() {
+        let (full, files) = content_with_files();
+        let shapes = [
+            MessageContent {
+                body_html: None,
+                attachments: vec![],
+                ..full.clone()
+            },
+            MessageContent {
+                attachments: vec![],
+                ..full.clone()
+            },
+            MessageContent {
+                body_html: None,
+                ..full.clone()
+            },
+            full,
+        ];
+        for c in &shapes {
+            let files = if c.attachments.is_empty() {
+                &[][..]
+            } else {
+                &files[..]
+            };
+            let a = to_mime(c, &envelope(), files).unwrap();
+            assert_eq!(a, to_mime(c, &envelope(), files).unwrap());
+            assert!(MessageParser::default().parse(&a).is_some());
+        }
+    }
+
+    #[test]
+    fn a_body_holding_the_boundary_gets_another() {
+        let env = envelope();
+        let taken = boundary(&env.message_id, 0, 0);
+        let content = MessageContent {
+            body: format!("--{taken}\r\nContent-Type: text/html\r\n\r\n<b>forged</b>\r\n"),
+            body_html: Some("<p>real</p>".into()),
+            ..MessageContent::default()
+        };
+        let mime = to_mime(&content, &env, &[]).unwrap();
+        let text = String::from_utf8_lossy(&mime);
+        assert!(!text.contains(&format!("boundary=\"{taken}\"")), "{text}");
+        assert!(text.contains(&boundary(&env.message_id, 0, 1)), "{text}");
+        let back = MessageParser::default().parse(&mime).unwrap();
+        assert_eq!(back.body_html(0).as_deref(), Some("<p>real</p>"));
+    }
+
+    #[test]
+    fn foreign_values_cannot_add_header_lines() {
+        let mut env = envelope();
+        env.from = (
+            "Eve\r\nBcc: x@example.org".into(),
+            "eve@example.org\r\nX-A: 1".into(),
+        );
+        env.message_id = "id@x\r\nX-B: 1".into();
+        env.extra_headers = vec![
+            ("X-C\r\nX-D".into(), "v\r\nX-E: 1".into()),
+            (":".into(), "dropped".into()),
+        ];
+        let content = MessageContent {
+            subject: Some("s\r\nX-F: 1".into()),
+            reply_to: Some("a@b>\r\nX-G: 1".into()),
+            ..MessageContent::default()
+        };
+        let mime = to_mime(&content, &env, &[]).unwrap();
+        let text = String::from_utf8_lossy(&mime);
+        for bad in [
+            "\nBcc", "\nX-A", "\nX-B", "\nX-D", "\nX-E", "\nX-F", "\nX-G", "dropped",
+        ] {
+            assert!(!text.contains(bad), "{bad:?} in {text}");
+        }
+        assert!(text.contains("X-CX-D: vX-E: 1\r\n"), "{text}");
     }
 }

@@ -5,6 +5,7 @@
 pub mod master_key;
 pub mod password;
 pub mod pricing;
+pub mod vault;
 
 use crate::config::Config;
 use crate::lnmp::lookup::LookupDocument;

@@ -361,6 +361,16 @@ impl Courier {
         if !batch.outbox.is_empty() {
             self.outbox.wake();
         }
+        let mut users: Vec<i64> = batch
+            .copies
+            .iter()
+            .flat_map(|c| c.users.iter().map(|(u, _)| *u))
+            .collect();
+        users.sort_unstable();
+        users.dedup();
+        for user in users {
+            self.store().mail_changed(user).await;
+        }
         Ok(batch
             .copies
             .iter()
@@ -436,12 +446,13 @@ async fn file_local(
                 received_at: now,
                 expires_at: now.saturating_add(retention),
                 local_recipients: user_ids,
+                file_in_inbox: false,
             };
             store::relay::insert_in(c, &incoming).await?;
         }
         None => {
             for id in &user_ids {
-                store::inbox::insert_in(c, *id, &copy.message, &copy.json, now).await?;
+                store::inbox::insert_in(c, *id, &copy.message, &copy.json, now, false).await?;
             }
         }
     }

@@ -217,7 +217,8 @@ impl Relay {
             json,
             received_at,
             expires_at,
-            local_recipients,
+            local_recipients: local_recipients.clone(),
+            file_in_inbox: true,
         };
         match store::relay::insert(&self.store, incoming).await {
             Ok(Stored::New) => {}
@@ -228,6 +229,9 @@ impl Relay {
                 tracing::error!(error = %e, "cannot store a message");
                 return refuse(ReasonCode::Error, "storage unavailable; try again".into());
             }
+        }
+        for user in local_recipients {
+            self.store.mail_changed(user).await;
         }
         self.hub.deliver(delivery);
         vec![RelayFrame::Ok {

@@ -10,19 +10,17 @@
 pub mod data;
 mod recipient;
 pub mod reply;
-mod sasl;
 mod session;
 pub mod verify;
 
 use crate::custody::Custody;
 use crate::delivery::Courier;
-use crate::ratelimit::TokenBucket;
+use crate::net::ConnectionSlots;
+use crate::ratelimit::AuthLimiter;
 use crate::relay::lookup::Resolver;
 use futures_util::future::BoxFuture;
 pub use reply::Reply;
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -93,65 +91,6 @@ pub struct SmtpSettings {
     pub smtp: crate::config::Smtp,
 }
 
-/// AUTH attempts, limited per client network and per (user, client network): each
-/// attempt takes a token from both before the password is checked (so parallel
-/// connections cannot outrun the limit), and a success gives them back, so only
-/// failures count. Keying the user's bucket by network too means a stranger guessing
-/// alice's password locks out only their own network, never alice.
-struct AuthLimiter {
-    per_net: HashMap<IpAddr, TokenBucket>,
-    per_user: HashMap<(String, IpAddr), TokenBucket>,
-    net_burst: u32,
-    user_burst: u32,
-    window: Duration,
-}
-
-impl AuthLimiter {
-    fn bucket(burst: u32, window: Duration) -> TokenBucket {
-        TokenBucket::new(f64::from(burst.max(1)) / window.as_secs_f64(), burst.max(1))
-    }
-
-    /// Takes a token for an attempt by `user` from `ip`; false if either budget is spent.
-    fn begin(&mut self, ip: IpAddr, user: &str) -> bool {
-        let (nb, ub, w) = (self.net_burst, self.user_burst, self.window);
-        let net = crate::net::client_net(ip);
-        // Keep memory bounded under a spray of addresses or names: forget buckets that
-        // have refilled, and only when the map has doubled since the last sweep.
-        if self.per_net.len() >= 100_000 {
-            self.per_net.retain(|_, b| !b.is_full());
-        }
-        if self.per_user.len() >= 100_000 {
-            self.per_user.retain(|_, b| !b.is_full());
-        }
-        let net_bucket = self
-            .per_net
-            .entry(net)
-            .or_insert_with(|| Self::bucket(nb, w));
-        if !net_bucket.peek() {
-            return false;
-        }
-        let user_bucket = self
-            .per_user
-            .entry((user.to_owned(), net))
-            .or_insert_with(|| Self::bucket(ub, w));
-        if !user_bucket.try_take() {
-            return false;
-        }
-        self.per_net.get_mut(&net).is_some_and(|b| b.try_take())
-    }
-
-    /// Gives back the tokens of an attempt that succeeded.
-    fn succeeded(&mut self, ip: IpAddr, user: &str) {
-        let net = crate::net::client_net(ip);
-        if let Some(b) = self.per_net.get_mut(&net) {
-            b.give_back();
-        }
-        if let Some(b) = self.per_user.get_mut(&(user.to_owned(), net)) {
-            b.give_back();
-        }
-    }
-}
-
 pub struct SmtpServer {
     settings: SmtpSettings,
     metrics: Arc<crate::metrics::Metrics>,
@@ -162,29 +101,9 @@ pub struct SmtpServer {
     tls: Option<TlsAcceptor>,
     lookup: Resolver,
     auth_limits: Mutex<AuthLimiter>,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
-    connections: AtomicUsize,
+    slots: Arc<ConnectionSlots>,
     /// One permit per message being received, across all sessions.
     receiving: Arc<tokio::sync::Semaphore>,
-}
-
-/// Releases a connection's slots when its session ends, however it ends.
-struct Slot {
-    server: Arc<SmtpServer>,
-    ip: IpAddr,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.server.connections.fetch_sub(1, Ordering::Relaxed);
-        let mut m = self.server.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = m.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.ip);
-            }
-        }
-    }
 }
 
 impl SmtpServer {
@@ -200,14 +119,13 @@ impl SmtpServer {
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Arc<SmtpServer> {
         let s = &settings.smtp;
-        let auth_limits = AuthLimiter {
-            per_net: HashMap::new(),
-            per_user: HashMap::new(),
-            net_burst: s.auth_failures_per_ip,
-            user_burst: s.auth_failures_per_user,
-            window: Duration::from_secs(s.auth_window_seconds),
-        };
+        let auth_limits = AuthLimiter::new(
+            s.auth_failures_per_ip,
+            s.auth_failures_per_user,
+            Duration::from_secs(s.auth_window_seconds),
+        );
         let receiving = Arc::new(tokio::sync::Semaphore::new(s.max_concurrent_messages));
+        let slots = ConnectionSlots::new(s.max_connections, s.max_connections_per_ip);
         Arc::new(SmtpServer {
             settings,
             metrics,
@@ -218,31 +136,8 @@ impl SmtpServer {
             tls,
             lookup,
             auth_limits: Mutex::new(auth_limits),
-            per_ip: Mutex::new(HashMap::new()),
-            connections: AtomicUsize::new(0),
+            slots,
             receiving,
-        })
-    }
-
-    /// Takes a connection slot for `ip`, or None when a limit is reached.
-    fn admit_connection(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
-        let ip = crate::net::client_net(ip);
-        let s = &self.settings.smtp;
-        let mut m = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-        let n = m.entry(ip).or_insert(0);
-        if *n >= s.max_connections_per_ip
-            || self.connections.load(Ordering::Relaxed) >= s.max_connections
-        {
-            if *n == 0 {
-                m.remove(&ip);
-            }
-            return None;
-        }
-        *n += 1;
-        self.connections.fetch_add(1, Ordering::Relaxed);
-        Some(Slot {
-            server: self.clone(),
-            ip,
         })
     }
 
@@ -287,7 +182,7 @@ impl SmtpServer {
             let _ = tcp.set_nodelay(true);
             // Admitted before a task is spawned, so a connection flood costs no more than
             // a short refusal each.
-            let slot = self.admit_connection(peer.ip());
+            let slot = self.slots.take(peer.ip());
             let server = self.clone();
             let shutdown = shutdown.clone();
             let span = tracing::info_span!("smtp", listener = kind.name(), %peer);

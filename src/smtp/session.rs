@@ -2,9 +2,10 @@
 //! the transaction, and handing the message over at its end.
 
 use super::data::{DataProblem, DataReader, check_chunked};
-use super::{Admit, InboundMail, Listener, Reply, SmtpServer, recipient, sasl, verify};
+use super::{Admit, InboundMail, Listener, Reply, SmtpServer, recipient, verify};
 use crate::custody::UserInfo;
 use crate::delivery::{BridgedMail, Route};
+use crate::sasl;
 use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, Request};
 use std::net::SocketAddr;
 use std::pin::Pin;

@@ -7,13 +7,16 @@ use crate::lnmp::Message;
 use sqlx::AnyConnection;
 
 /// Adds a message to a user's inbox inside the caller's transaction; a message already
-/// there is left as it is.
+/// there is left as it is. With `file`, a new message is also filed in the user's
+/// INBOX mailbox (its rendered size learnt later, see [`super::mail::set_size`]),
+/// marked `$Paid` when it carries a payment.
 pub(crate) async fn insert_in(
     c: &mut AnyConnection,
     user_id: i64,
     m: &Message,
     json: &str,
     received_at: i64,
+    file: bool,
 ) -> Result<bool> {
     let done = sqlx::query(
         "INSERT INTO inbox (user_id, message_id, created_at, received_at, body) VALUES ($1, $2, $3, $4, $5) \
@@ -26,10 +29,25 @@ pub(crate) async fn insert_in(
     .bind(json)
     .execute(&mut *c)
     .await?;
-    Ok(done.rows_affected() == 1)
+    let new = done.rows_affected() == 1;
+    if new && file {
+        let mail = super::mail::NewMail {
+            message_id: m.id.to_hex(),
+            internal_date: received_at,
+            size: -1,
+            flags: if m.payment.is_some() {
+                "$Paid".into()
+            } else {
+                String::new()
+            },
+        };
+        super::mail::file_in(c, user_id, "INBOX", &mail).await?;
+    }
+    Ok(new)
 }
 
-/// Adds a message to a user's inbox; false if it was there already.
+/// Adds a message to a user's inbox and files it in INBOX; false if it was there
+/// already.
 pub async fn insert(
     store: &Store,
     user_id: i64,
@@ -39,7 +57,7 @@ pub async fn insert(
 ) -> Result<bool> {
     store
         .write(Box::new(move |c| {
-            Box::pin(async move { insert_in(c, user_id, &m, &json, received_at).await })
+            Box::pin(async move { insert_in(c, user_id, &m, &json, received_at, true).await })
         }))
         .await
 }

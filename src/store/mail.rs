@@ -46,6 +46,17 @@ pub(crate) async fn file_in(
     .fetch_optional(&mut *c)
     .await?
     .ok_or_else(|| super::StoreError::NotFound(format!("mailbox {mailbox}")))?;
+    insert_row(c, mailbox_id, uid, modseq, mail).await?;
+    Ok(uid)
+}
+
+async fn insert_row(
+    c: &mut AnyConnection,
+    mailbox_id: i64,
+    uid: i64,
+    modseq: i64,
+    mail: &NewMail,
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO mail (mailbox_id, uid, modseq, message_id, internal_date, size, flags) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -59,7 +70,25 @@ pub(crate) async fn file_in(
     .bind(&mail.flags)
     .execute(&mut *c)
     .await?;
-    Ok(uid)
+    Ok(())
+}
+
+/// The rows of a mailbox with the given UIDs, by UID.
+async fn rows_by_uid(c: &mut AnyConnection, mailbox_id: i64, uids: &[i64]) -> Result<Vec<MailRow>> {
+    let mut rows = Vec::with_capacity(uids.len());
+    // Bounded IN lists: SQLite takes at most 32766 parameters.
+    for chunk in uids.chunks(500) {
+        let mut part: Vec<MailRow> = sqlx::query_as(&format!(
+            "SELECT {MAIL_COLUMNS} FROM mail m WHERE m.mailbox_id = $1 AND m.uid IN ({}) ORDER BY m.uid",
+            placeholders(2, chunk.len())
+        ))
+        .bind(mailbox_id)
+        .pipe(|q| chunk.iter().fold(q, |q, u| q.bind(*u)))
+        .fetch_all(&mut *c)
+        .await?;
+        rows.append(&mut part);
+    }
+    Ok(rows)
 }
 
 /// The messages of the user's mailbox `mailbox`, by UID.
@@ -84,6 +113,310 @@ pub async fn count(store: &Store, user_id: i64) -> Result<i64> {
     .fetch_one(store.pool())
     .await?)
 }
+
+/// The columns of a mail row, in [`MailRow`]'s order.
+const MAIL_COLUMNS: &str =
+    "m.id, m.mailbox_id, m.uid, m.modseq, m.message_id, m.internal_date, m.size, m.flags";
+
+/// Every message of a mailbox, by UID: what SELECT numbers.
+pub async fn in_mailbox(store: &Store, mailbox_id: i64) -> Result<Vec<MailRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {MAIL_COLUMNS} FROM mail m WHERE m.mailbox_id = $1 ORDER BY m.uid"
+    ))
+    .bind(mailbox_id)
+    .fetch_all(store.pool())
+    .await?)
+}
+
+/// What changed in a mailbox after MODSEQ `since`: rows added or whose flags changed,
+/// and the UIDs expunged. A session that knows the state at `since` catches up with it.
+pub async fn changes_since(
+    store: &Store,
+    mailbox_id: i64,
+    since: i64,
+) -> Result<(Vec<MailRow>, Vec<(i64, i64)>)> {
+    let changed = sqlx::query_as(&format!(
+        "SELECT {MAIL_COLUMNS} FROM mail m WHERE m.mailbox_id = $1 AND m.modseq > $2 ORDER BY m.uid"
+    ))
+    .bind(mailbox_id)
+    .bind(since)
+    .fetch_all(store.pool())
+    .await?;
+    let expunged = sqlx::query_as(
+        "SELECT uid, modseq FROM mail_expunged WHERE mailbox_id = $1 AND modseq > $2 ORDER BY uid",
+    )
+    .bind(mailbox_id)
+    .bind(since)
+    .fetch_all(store.pool())
+    .await?;
+    Ok((changed, expunged))
+}
+
+/// Takes the mailbox's next MODSEQ inside the caller's transaction (locking its row
+/// until commit, so changes to one mailbox are ordered).
+async fn next_modseq(c: &mut AnyConnection, mailbox_id: i64) -> Result<i64> {
+    sqlx::query_scalar(
+        "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = $1 RETURNING highestmodseq",
+    )
+    .bind(mailbox_id)
+    .fetch_optional(&mut *c)
+    .await?
+    .ok_or_else(|| super::StoreError::NotFound(format!("mailbox {mailbox_id}")))
+}
+
+/// A flag change asked for by STORE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagChange {
+    Add,
+    Remove,
+    Replace,
+}
+
+/// Applies a flag change to the rows `uids` of a mailbox, under one new MODSEQ. Rows
+/// whose MODSEQ is above `unchanged_since` (CONDSTORE) are left alone and returned
+/// as failed. Returns (rows changed, with their new flags and MODSEQ; failed UIDs).
+pub async fn set_flags_in(
+    c: &mut AnyConnection,
+    mailbox_id: i64,
+    uids: &[i64],
+    change: FlagChange,
+    flags: &[String],
+    unchanged_since: Option<i64>,
+) -> Result<(Vec<MailRow>, Vec<i64>)> {
+    let mut modseq = None;
+    let mut changed = Vec::new();
+    let mut failed = Vec::new();
+    {
+        for mut row in rows_by_uid(c, mailbox_id, uids).await? {
+            if unchanged_since.is_some_and(|u| row.modseq > u) {
+                failed.push(row.uid);
+                continue;
+            }
+            let new = apply_flags(&row.flags, change, flags);
+            if new == row.flags {
+                continue;
+            }
+            let m = match modseq {
+                Some(m) => m,
+                None => *modseq.insert(next_modseq(c, mailbox_id).await?),
+            };
+            sqlx::query("UPDATE mail SET flags = $1, modseq = $2 WHERE id = $3")
+                .bind(&new)
+                .bind(m)
+                .bind(row.id)
+                .execute(&mut *c)
+                .await?;
+            row.flags = new;
+            row.modseq = m;
+            changed.push(row);
+        }
+    }
+    Ok((changed, failed))
+}
+
+/// The flag list after a change: space-separated, system flags first, no duplicates
+/// (flags compare case-insensitively, as RFC 3501 says).
+pub fn apply_flags(current: &str, change: FlagChange, flags: &[String]) -> String {
+    let mut out: Vec<&str> = match change {
+        FlagChange::Replace => Vec::new(),
+        _ => current.split_whitespace().collect(),
+    };
+    match change {
+        FlagChange::Remove => out.retain(|f| !flags.iter().any(|g| g.eq_ignore_ascii_case(f))),
+        FlagChange::Add | FlagChange::Replace => {
+            for f in flags {
+                if !out.iter().any(|g| g.eq_ignore_ascii_case(f)) {
+                    out.push(f);
+                }
+            }
+        }
+    }
+    out.sort_by_key(|f| (!f.starts_with('\\'), f.to_ascii_lowercase()));
+    out.join(" ")
+}
+
+/// Removes the rows `uids` of a mailbox, leaving tombstones under one new MODSEQ, and
+/// drops stored bodies nothing refers to any more. Returns the UIDs removed.
+pub async fn expunge_in(
+    c: &mut AnyConnection,
+    user_id: i64,
+    mailbox_id: i64,
+    uids: &[i64],
+) -> Result<Vec<i64>> {
+    let mut removed = Vec::new();
+    let mut modseq = None;
+    {
+        let rows: Vec<(i64, String)> = rows_by_uid(c, mailbox_id, uids)
+            .await?
+            .into_iter()
+            .map(|r| (r.uid, r.message_id))
+            .collect();
+        if rows.is_empty() {
+            return Ok(removed);
+        }
+        let m = match modseq {
+            Some(m) => m,
+            None => *modseq.insert(next_modseq(c, mailbox_id).await?),
+        };
+        for (uid, message_id) in rows {
+            sqlx::query("DELETE FROM mail WHERE mailbox_id = $1 AND uid = $2")
+                .bind(mailbox_id)
+                .bind(uid)
+                .execute(&mut *c)
+                .await?;
+            sqlx::query("INSERT INTO mail_expunged (mailbox_id, uid, modseq) VALUES ($1, $2, $3)")
+                .bind(mailbox_id)
+                .bind(uid)
+                .bind(m)
+                .execute(&mut *c)
+                .await?;
+            sqlx::query(
+                "DELETE FROM stored_mail WHERE user_id = $1 AND message_id = $2 AND NOT EXISTS \
+                 (SELECT 1 FROM mail m JOIN mailboxes b ON b.id = m.mailbox_id \
+                  WHERE b.user_id = $1 AND m.message_id = $2)",
+            )
+            .bind(user_id)
+            .bind(&message_id)
+            .execute(&mut *c)
+            .await?;
+            removed.push(uid);
+        }
+    }
+    Ok(removed)
+}
+
+/// Copies the rows `uids` of mailbox `from` into mailbox `to` of the same user: new
+/// UIDs, the same flags, INTERNALDATE and body. Returns (source UID, new UID) pairs.
+pub async fn copy_in(
+    c: &mut AnyConnection,
+    from: i64,
+    uids: &[i64],
+    to: i64,
+) -> Result<Vec<(i64, i64)>> {
+    let rows = rows_by_uid(c, from, uids).await?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let n = rows.len() as i64;
+    let (first_uid, modseq): (i64, i64) = sqlx::query_as(
+        "UPDATE mailboxes SET uidnext = uidnext + $1, highestmodseq = highestmodseq + 1 \
+         WHERE id = $2 RETURNING uidnext - $1, highestmodseq",
+    )
+    .bind(n)
+    .bind(to)
+    .fetch_optional(&mut *c)
+    .await?
+    .ok_or_else(|| super::StoreError::NotFound(format!("mailbox {to}")))?;
+    let mut pairs = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        let uid = first_uid + i as i64;
+        let copy = NewMail {
+            message_id: row.message_id.clone(),
+            internal_date: row.internal_date,
+            size: row.size,
+            flags: row.flags.clone(),
+        };
+        insert_row(c, to, uid, modseq, &copy).await?;
+        pairs.push((row.uid, uid));
+    }
+    Ok(pairs)
+}
+
+/// Files a message in the mailbox with id `mailbox_id` (APPEND), inside the caller's
+/// transaction. Returns the UID.
+pub async fn append_in(c: &mut AnyConnection, mailbox_id: i64, mail: &NewMail) -> Result<i64> {
+    let (uid, modseq): (i64, i64) = sqlx::query_as(
+        "UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1 \
+         WHERE id = $1 RETURNING uidnext - 1, highestmodseq",
+    )
+    .bind(mailbox_id)
+    .fetch_optional(&mut *c)
+    .await?
+    .ok_or_else(|| super::StoreError::NotFound(format!("mailbox {mailbox_id}")))?;
+    insert_row(c, mailbox_id, uid, modseq, mail).await?;
+    Ok(uid)
+}
+
+/// Keeps a body the user stored (APPEND), sealed; a body already there stays.
+pub async fn store_body_in(
+    c: &mut AnyConnection,
+    user_id: i64,
+    message_id: &str,
+    sealed: &[u8],
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO stored_mail (user_id, message_id, sealed, created_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (user_id, message_id) DO NOTHING",
+    )
+    .bind(user_id)
+    .bind(message_id)
+    .bind(sealed)
+    .bind(super::now())
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+/// Where a filed message's body lives.
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// An LNMP message sealed to the user: its JSON.
+    Lnmp(String),
+    /// A message the user stored, sealed under their storage key.
+    Stored(Vec<u8>),
+}
+
+/// The body of the user's message `message_id`.
+pub async fn body(store: &Store, user_id: i64, message_id: &str) -> Result<Option<Body>> {
+    let lnmp: Option<String> =
+        sqlx::query_scalar("SELECT body FROM inbox WHERE user_id = $1 AND message_id = $2")
+            .bind(user_id)
+            .bind(message_id)
+            .fetch_optional(store.pool())
+            .await?;
+    if let Some(json) = lnmp {
+        return Ok(Some(Body::Lnmp(json)));
+    }
+    let stored: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT sealed FROM stored_mail WHERE user_id = $1 AND message_id = $2")
+            .bind(user_id)
+            .bind(message_id)
+            .fetch_optional(store.pool())
+            .await?;
+    Ok(stored.map(Body::Stored))
+}
+
+/// Records the rendered size of a row filed with size -1 (not rendered yet).
+pub async fn set_size(store: &Store, row_id: i64, size: i64) -> Result<()> {
+    store
+        .write(Box::new(move |c| {
+            Box::pin(async move {
+                sqlx::query("UPDATE mail SET size = $1 WHERE id = $2 AND size < 0")
+                    .bind(size)
+                    .bind(row_id)
+                    .execute(&mut *c)
+                    .await?;
+                Ok(())
+            })
+        }))
+        .await
+}
+
+/// `$first, $first+1, ...` for an IN list of `n` values.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Lets a query builder be threaded through a fold.
+trait Pipe: Sized {
+    fn pipe<T>(self, f: impl FnOnce(Self) -> T) -> T {
+        f(self)
+    }
+}
+impl<T> Pipe for T {}
 
 #[cfg(test)]
 mod tests {

@@ -11,6 +11,7 @@
 //! reads them as named parameters indexed by first appearance, PostgreSQL by number.
 //! Schemas live in migrations/sqlite and migrations/postgres, kept in step.
 
+pub mod changes;
 pub mod contacts;
 pub mod inbox;
 pub mod legacy;
@@ -102,6 +103,9 @@ struct Inner {
     pool: AnyPool,
     backend: Backend,
     writer: Option<writer::Writer>,
+    changes: changes::Changes,
+    /// Cancelled by [`Store::close`], for the tasks the store runs.
+    closed: tokio_util::sync::CancellationToken,
 }
 
 const SQLITE_PRAGMAS: &str =
@@ -150,6 +154,8 @@ impl Store {
                 pool,
                 backend,
                 writer,
+                changes: changes::Changes::new(url, backend),
+                closed: tokio_util::sync::CancellationToken::new(),
             }),
         })
     }
@@ -215,6 +221,7 @@ impl Store {
 
     /// Finishes queued writes and closes every connection.
     pub async fn close(&self) {
+        self.inner.closed.cancel();
         if let Some(w) = &self.inner.writer {
             w.shutdown().await;
         }

@@ -20,6 +20,9 @@ pub struct Incoming {
     pub received_at: i64,
     pub expires_at: i64,
     pub local_recipients: Vec<i64>,
+    /// Whether the local copies are filed in the users' INBOX here (false when the
+    /// caller files them itself, in mailboxes of its choosing).
+    pub file_in_inbox: bool,
 }
 
 /// Commits a message, its recipients and its local inbox copies in one transaction.
@@ -65,7 +68,7 @@ pub(crate) async fn insert_in(c: &mut AnyConnection, i: &Incoming) -> Result<Sto
             .await?;
     }
     for user in &i.local_recipients {
-        inbox::insert_in(c, *user, m, &i.json, i.received_at).await?;
+        inbox::insert_in(c, *user, m, &i.json, i.received_at, i.file_in_inbox).await?;
     }
     Ok(Stored::New)
 }
@@ -186,6 +189,7 @@ mod tests {
             received_at: 1,
             expires_at,
             local_recipients: vec![],
+            file_in_inbox: true,
         }
     }
 

@@ -1,4 +1,5 @@
-//! SASL PLAIN (RFC 4616) and LOGIN, the two mechanisms mail clients use over TLS.
+//! SASL PLAIN (RFC 4616) and LOGIN, the two mechanisms mail clients use over TLS, for
+//! SMTP AUTH and IMAP AUTHENTICATE alike.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

@@ -1,0 +1,171 @@
+//! The bytes of a filed message as a mail client sees them: bridged mail exactly as it
+//! arrived (its raw copy, inline in the sealed content or in the blob store), native
+//! LNMP mail rendered as MIME, and mail the user stored themselves from the vault.
+//! Each session keeps a few rendered messages at hand, since clients read one message
+//! in many chunks.
+
+use crate::blob::BlobStore;
+use crate::custody::vault::MailVault;
+use crate::custody::{Custody, UserInfo};
+use crate::lnmp::content::RawEmail;
+use crate::lnmp::{Identity, Limits, Message, PublicKey};
+use crate::store::mail::{self, Body, MailRow};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("the message's body is gone")]
+    Missing,
+    #[error("storage: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot open the message: {0}")]
+    Open(String),
+}
+
+/// Opens and renders one user's messages.
+pub struct Loader {
+    custody: Custody,
+    blobs: BlobStore,
+    user: UserInfo,
+    identity: Identity,
+    vault: MailVault,
+    cache: VecDeque<(String, Arc<Vec<u8>>)>,
+    cache_len: usize,
+}
+
+impl Loader {
+    pub fn new(
+        custody: Custody,
+        blobs: BlobStore,
+        user: UserInfo,
+        identity: Identity,
+        cache_len: usize,
+    ) -> Loader {
+        let vault = MailVault::for_identity(&identity);
+        Loader {
+            custody,
+            blobs,
+            user,
+            identity,
+            vault,
+            cache: VecDeque::new(),
+            cache_len: cache_len.max(1),
+        }
+    }
+
+    pub fn vault(&self) -> &MailVault {
+        &self.vault
+    }
+
+    /// The message of `row`, as its client sees it. A row filed before its size was
+    /// known gets it recorded now.
+    pub async fn load(&mut self, row: &MailRow) -> Result<Arc<Vec<u8>>, LoadError> {
+        if let Some(pos) = self.cache.iter().position(|(id, _)| *id == row.message_id) {
+            let hit = self.cache[pos].1.clone();
+            return Ok(hit);
+        }
+        let store = self.custody.store().clone();
+        let body = mail::body(&store, self.user.id, &row.message_id)
+            .await?
+            .ok_or(LoadError::Missing)?;
+        let bytes = match body {
+            Body::Stored(sealed) => self
+                .vault
+                .open(&row.message_id, &sealed)
+                .map_err(|e| LoadError::Open(e.to_string()))?
+                .to_vec(),
+            Body::Lnmp(json) => self.render_lnmp(&json).await?,
+        };
+        let bytes = Arc::new(bytes);
+        if row.size < 0 {
+            let size = super::structure::ParsedMessage::parse(&bytes).rfc822_size();
+            mail::set_size(&store, row.id, size as i64).await?;
+        }
+        if self.cache.len() >= self.cache_len {
+            self.cache.pop_front();
+        }
+        self.cache
+            .push_back((row.message_id.clone(), bytes.clone()));
+        Ok(bytes)
+    }
+
+    async fn render_lnmp(&self, json: &str) -> Result<Vec<u8>, LoadError> {
+        let limits = Limits::default();
+        let message = Message::from_json(json.as_bytes(), &limits)
+            .map_err(|e| LoadError::Open(e.to_string()))?;
+        let signature_ok = message.verify().is_ok();
+        let content = message
+            .open(&self.identity, &limits)
+            .map_err(|e| LoadError::Open(e.to_string()))?;
+        if let Some(email) = &content.email {
+            return match &email.raw {
+                RawEmail::Inline(raw) => Ok(raw.clone()),
+                RawEmail::Blob(file) => Ok(self.file(file).await?.ok_or(LoadError::Missing)?),
+            };
+        }
+        let mut files = Vec::with_capacity(content.attachments.len());
+        for a in &content.attachments {
+            files.push(self.file(a).await?);
+        }
+        let from_address = self.address_of(&message.from).await?;
+        let mut to = Vec::new();
+        for key in &message.to {
+            to.push((String::new(), self.address_of(key).await?));
+        }
+        let view = crate::convert::NativeView {
+            message: &message,
+            content: &content,
+            files: &files,
+            from_address,
+            to,
+            signature_ok,
+            paid_sats: message.payment.as_ref().map(|p| p.amount),
+        };
+        crate::convert::render_native(&view).map_err(|e| LoadError::Open(e.to_string()))
+    }
+
+    /// An attachment's bytes, or None when its blob is not here.
+    async fn file(
+        &self,
+        file: &crate::lnmp::blob::FileAttachment,
+    ) -> Result<Option<Vec<u8>>, LoadError> {
+        let Some(blob) = self
+            .blobs
+            .get(&file.cid)
+            .await
+            .map_err(|e| LoadError::Open(e.to_string()))?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(
+            file.open(&blob)
+                .map_err(|e| LoadError::Open(e.to_string()))?
+                .to_vec(),
+        ))
+    }
+
+    /// The address a key is shown under, so a reply reaches it: a local user's LNMP
+    /// address, the email address of a sender the MX gave an identity, the address of
+    /// a contact with this key, or failing those the bare key.
+    async fn address_of(&self, key: &PublicKey) -> Result<String, LoadError> {
+        let store = self.custody.store();
+        let hex = key.to_hex();
+        if let Some(row) = crate::store::users::get_by_pubkey(store, &hex).await?
+            && let Some(user) = self.custody.find_user(&row.username).await.ok().flatten()
+        {
+            return Ok(user.address.to_string());
+        }
+        if let Some(email) = crate::store::legacy::address_of(store, &hex).await? {
+            return Ok(email);
+        }
+        for c in crate::store::contacts::list(store, self.user.id).await? {
+            if let Ok(a) = c.address.parse::<crate::lnmp::address::Address>()
+                && a.verify(key).is_ok()
+            {
+                return Ok(c.address);
+            }
+        }
+        Ok(format!("{hex}@lnmp.invalid"))
+    }
+}
