@@ -408,6 +408,8 @@ pub struct Imap {
     /// Idle time before a connection that is not in IDLE is closed (RFC 3501 asks
     /// for at least 30 minutes).
     pub command_timeout_seconds: u64,
+    /// Idle time allowed before login; short, so idle strangers do not hold slots.
+    pub login_timeout_seconds: u64,
     /// Longest IDLE before the server ends it (clients renew well before 30 minutes).
     pub idle_timeout_seconds: u64,
     /// How often an idling session looks at its mailbox even when no change was
@@ -438,6 +440,7 @@ impl Default for Imap {
             max_connections: 5000,
             max_connections_per_ip: 100,
             command_timeout_seconds: 1800,
+            login_timeout_seconds: 60,
             idle_timeout_seconds: 1800,
             idle_poll_seconds: 30,
             max_bad_commands: 50,
@@ -770,6 +773,10 @@ impl Config {
                 self.imap.max_connections_per_ip as u64,
             ),
             ("imap.idle_timeout_seconds", self.imap.idle_timeout_seconds),
+            (
+                "imap.login_timeout_seconds",
+                self.imap.login_timeout_seconds,
+            ),
             ("imap.idle_poll_seconds", self.imap.idle_poll_seconds),
             (
                 "imap.max_bad_commands",

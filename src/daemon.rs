@@ -66,10 +66,11 @@ async fn relay_listener(
 
 /// Runs the daemon until a shutdown signal.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let signal = shutdown_signal();
     let running = start(&config).await?;
     print_banner(&config, &running).await?;
     tracing::info!(http = %running.http, relay = ?running.relay, "serving");
-    wait_for_signal().await;
+    signal.await;
     running.stop().await;
     Ok(())
 }
@@ -473,25 +474,42 @@ async fn print_banner(config: &Config, running: &Running) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Waits for SIGTERM or Ctrl-C.
 pub async fn wait_for_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+    shutdown_signal().await
+}
+
+/// A future that ends at SIGTERM or Ctrl-C. The handlers are installed when this is
+/// called, not when the future is first polled, so a signal that comes while the
+/// daemon is still starting is not lost (nor does it kill the process unhandled).
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (term, int) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = wait(term) => {}
+                _ = wait(int) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 type Check = fn(&[u8]);
 
 /// Every fuzz target, by folder name, with its check.
-const TARGETS: [(&str, Check); 8] = [
+const TARGETS: [(&str, Check); 9] = [
     ("client_frame", checks::client_frame),
     ("relay_frame", checks::relay_frame),
     ("message", checks::message),
@@ -22,6 +22,7 @@ const TARGETS: [(&str, Check); 8] = [
     ("address_and_lookup", checks::address_and_lookup),
     ("smtp_input", checks::smtp_input),
     ("mime", checks::mime),
+    ("imap_input", checks::imap_input),
 ];
 
 fn fixtures() -> PathBuf {
@@ -103,6 +104,11 @@ fn smtp_input() {
 #[test]
 fn mime() {
     replay_target("mime");
+}
+
+#[test]
+fn imap_input() {
+    replay_target("imap_input");
 }
 
 /// A folder that names no target would silently replay nothing.

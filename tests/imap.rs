@@ -788,6 +788,10 @@ async fn bad_input_gets_no_or_bad_and_the_session_lives_on() {
     .await;
     let mut c = connect(b.imap_port(false)).await;
     assert_eq!(c.cmd("SELECT INBOX").await.status(), "BAD", "not logged in");
+    // Before login no literal may be longer than a command line.
+    c.send(b"x0 LOGIN {9000}\r\n").await;
+    let line = String::from_utf8(c.line().await).unwrap();
+    assert!(line.starts_with("x0 NO [TOOBIG]"), "{line}");
     assert_eq!(c.cmd("FROBNICATE").await.status(), "BAD");
     c.login("alice").await;
     assert_eq!(
@@ -841,9 +845,104 @@ async fn a_message_too_big_for_the_client_session_and_a_logout() {
     assert!(c.cmd("SELECT INBOX").await.ok());
     assert!(c.cmd("UNSELECT").await.ok());
     assert_eq!(c.cmd("UNSELECT").await.status(), "BAD");
+    // After ENABLE UTF8=ACCEPT, APPEND takes RFC 6855's UTF8 (~{n}) form.
+    let a = c.cmd("ENABLE UTF8=ACCEPT").await;
+    assert!(a.find("* ENABLED UTF8=ACCEPT").is_some(), "{:?}", a.lines());
+    let msg = "Subject: Grüße\r\nFrom: a@b.test\r\n\r\nHallo\r\n".as_bytes();
+    c.send(format!("u1 APPEND Drafts UTF8 (~{{{}}}\r\n", msg.len()).as_bytes())
+        .await;
+    assert!(c.line().await.starts_with(b"+"));
+    c.send(msg).await;
+    c.send(b")\r\n").await;
+    let a = c.until("u1").await;
+    assert!(a.tagged.contains("[APPENDUID "), "{}", a.tagged);
     let a = c.cmd("LOGOUT").await;
     assert!(a.find("* BYE").is_some() && a.ok());
     assert!(c.closed().await);
     let _ = &b.dir;
     b.stop().await;
+}
+
+/// Two daemons on one PostgreSQL database (a schema of its own): mail accepted by
+/// node A's MX wakes an IDLE session on node B within a second, and a flag stored on
+/// B is seen by a session on A. Skipped without LNMP_TEST_DATABASE_URL.
+#[tokio::test]
+async fn two_nodes_on_one_postgresql_wake_each_others_sessions() {
+    use sqlx::Connection;
+    let Ok(base) = std::env::var("LNMP_TEST_DATABASE_URL") else {
+        eprintln!("skipped: LNMP_TEST_DATABASE_URL is not set");
+        return;
+    };
+    let schema = format!("imap_{}", std::process::id());
+    let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    let key = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key.path(), hex::encode([7u8; 32])).unwrap();
+    let node = |url: String, key: std::path::PathBuf| async move {
+        bridge(move |c| {
+            c.database.url = url;
+            c.secrets.master_key_file = key;
+        })
+        .await
+    };
+    // Node A adds alice and bob; node B shares them through the database.
+    let mut a = node(url.clone(), key.path().to_owned()).await;
+    let mut b = {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = a.config.clone();
+        config.server.data_dir = dir.path().join("data");
+        let running = daemon::start(&config).await.unwrap();
+        Bridge {
+            running: Some(running),
+            config,
+            dir,
+        }
+    };
+    let mut on_b = connect(b.imap_port(false)).await;
+    on_b.login("alice").await;
+    assert!(on_b.cmd("SELECT INBOX").await.ok());
+    on_b.send(b"i1 IDLE\r\n").await;
+    assert_eq!(on_b.line().await, b"+ idling\r\n");
+    let sent = Instant::now();
+    mx(a.smtp_port(Listener::Mx))
+        .send(mail("carol@example.test", "alice@bridge.test", "across"))
+        .await
+        .unwrap();
+    assert_eq!(on_b.line().await, b"* 1 EXISTS\r\n");
+    assert!(
+        sent.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        sent.elapsed()
+    );
+    on_b.send(b"DONE\r\n").await;
+    on_b.until("i1").await;
+    // A flag stored on B reaches an idling session on A.
+    let mut on_a = connect(a.imap_port(false)).await;
+    on_a.login("alice").await;
+    assert!(on_a.cmd("SELECT INBOX").await.ok());
+    on_a.send(b"i2 IDLE\r\n").await;
+    assert_eq!(on_a.line().await, b"+ idling\r\n");
+    assert!(on_b.cmd("STORE 1 +FLAGS (\\Flagged)").await.ok());
+    let line = String::from_utf8(on_a.line().await).unwrap();
+    assert!(
+        line.starts_with("* 1 FETCH (UID 1 FLAGS (\\Flagged"),
+        "{line}"
+    );
+    on_a.send(b"DONE\r\n").await;
+    on_a.until("i2").await;
+    b.stop().await;
+    a.stop().await;
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
 }

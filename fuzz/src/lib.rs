@@ -375,3 +375,158 @@ pub fn mime(data: &[u8]) {
     };
     convert::to_mime(c, &envelope, &files).expect("renders");
 }
+
+/// IMAP input: the bytes as a client's stream (framed by the fragmentizer the server
+/// uses, each message parsed as a command), and as a message the server renders for
+/// FETCH and SEARCH. Everything rendered must parse back as an IMAP response.
+pub fn imap_input(data: &[u8]) {
+    use imap_codec::decode::Decoder;
+    use imap_codec::fragmentizer::Fragmentizer;
+    use imap_codec::imap_types::fetch::{Part, Section};
+    use imap_codec::{CommandCodec, ResponseCodec};
+    use lnmp_bridge::imap::search;
+    use lnmp_bridge::imap::structure::ParsedMessage;
+
+    let mut frag = Fragmentizer::new(64 * 1024);
+    frag.enqueue_bytes(data);
+    while frag.progress().is_some() {
+        if frag.is_message_complete() {
+            let _ = CommandCodec::default().decode(frag.message_bytes());
+            let _ = frag.decode_tag();
+        }
+    }
+
+    let parsed = ParsedMessage::parse(data);
+    let mut out = b"* 1 FETCH (ENVELOPE ".to_vec();
+    parsed.envelope(&mut out);
+    out.extend_from_slice(b" BODYSTRUCTURE ");
+    parsed.body_structure(&mut out, true);
+    out.extend_from_slice(b" BODY ");
+    parsed.body_structure(&mut out, false);
+    out.extend_from_slice(b")\r\n");
+    // imap-codec's parser stops at a nesting depth well below what mail (and Dovecot)
+    // can have, so deep answers are checked by the token walk alone.
+    assert!(
+        well_formed(&out)
+            && (out.len() > 4096
+                || ResponseCodec::default().decode(&out).is_ok()
+                || depth(&out) > 8),
+        "not a valid FETCH response: {}",
+        String::from_utf8_lossy(&out)
+    );
+    let one = Part(imap_codec::imap_types::core::Vec1::from(
+        std::num::NonZeroU32::MIN,
+    ));
+    for section in [
+        None,
+        Some(Section::Header(None)),
+        Some(Section::Text(None)),
+        Some(Section::Part(one.clone())),
+        Some(Section::Mime(one.clone())),
+        Some(Section::Text(Some(one))),
+    ] {
+        let _ = parsed.section(section.as_ref());
+    }
+    let _ = parsed.rfc822_size();
+    let flags = vec!["\\Seen".to_owned()];
+    let candidate = search::Candidate {
+        seq: 1,
+        uid: 1,
+        flags: &flags,
+        recent: false,
+        internal_date: 0,
+        size: data.len() as u64,
+        modseq: 1,
+        raw: Some(data),
+    };
+    let ctx = search::Context {
+        max_seq: 1,
+        max_uid: 1,
+    };
+    for program in [
+        "TEXT a",
+        "BODY x",
+        "FROM b",
+        "HEADER Subject c",
+        "SENTSINCE 1-Jan-2000",
+    ] {
+        let line = format!("t SEARCH {program}\r\n");
+        if let Ok((_, cmd)) = CommandCodec::default().decode(line.as_bytes())
+            && let imap_codec::imap_types::command::CommandBody::Search { criteria, .. } = cmd.body
+        {
+            for key in criteria.as_ref() {
+                let _ = search::matches(key, &candidate, &ctx);
+            }
+        }
+    }
+}
+
+/// Whether an IMAP response line is made of whole tokens: quoted strings with their
+/// escapes, literals of the announced length, atoms, and balanced parentheses, ending
+/// in one CRLF.
+fn well_formed(line: &[u8]) -> bool {
+    let mut depth = 0i64;
+    let mut i = 0;
+    while i < line.len() {
+        match line[i] {
+            b'(' => depth += 1,
+            b')' => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            b'"' => {
+                i += 1;
+                while i < line.len() && line[i] != b'"' {
+                    if line[i] == b'\\' {
+                        i += 1;
+                    }
+                    if i < line.len() && matches!(line[i], b'\r' | b'\n' | 0) {
+                        return false;
+                    }
+                    i += 1;
+                }
+                if i >= line.len() {
+                    return false;
+                }
+            }
+            b'{' => {
+                let Some(close) = line[i..].iter().position(|&b| b == b'}') else {
+                    return false;
+                };
+                let Some(n) = std::str::from_utf8(&line[i + 1..i + close])
+                    .ok()
+                    .and_then(|n| n.parse::<usize>().ok())
+                else {
+                    return false;
+                };
+                if line.get(i + close + 1..i + close + 3) != Some(b"\r\n") {
+                    return false;
+                }
+                i += close + 3 + n;
+                continue;
+            }
+            b'\r' | b'\n' => return depth == 0 && &line[i..] == b"\r\n",
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
+/// The deepest parenthesis nesting of a line (outside strings, roughly).
+fn depth(line: &[u8]) -> usize {
+    let (mut d, mut max) = (0usize, 0usize);
+    for &b in line {
+        match b {
+            b'(' => {
+                d += 1;
+                max = max.max(d);
+            }
+            b')' => d = d.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}

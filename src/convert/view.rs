@@ -32,9 +32,9 @@ pub struct NativeView<'a> {
     pub paid_sats: Option<u64>,
 }
 
-/// Least payment that lets a sender's High priority through as X-Priority 2.
+/// Least payment that shows a message as X-Priority 2 (High).
 pub const HIGH_MIN_SATS: u64 = 1;
-/// Least payment that lets a sender's Urgent priority through as X-Priority 1.
+/// Least payment that shows a message as X-Priority 1 (Highest).
 pub const HIGHEST_MIN_SATS: u64 = 1_000;
 
 /// Latest Date a rendering shows: 9999-12-31T23:59:59Z. The timestamp is the sender's
@@ -44,25 +44,19 @@ const MAX_DATE: u64 = 253_402_300_799;
 /// The X-Priority (1 highest .. 5 lowest) of a message, or None for normal (3), which
 /// needs no header field.
 ///
-/// The sender's priority field names the level: Urgent 1, High 2, Normal 3, Low 4. It
-/// costs nothing to set, so a level above normal is honoured only as far as it was paid
-/// for: without a payment the result is at most 3 (Normal); a payment of at least
-/// [`HIGH_MIN_SATS`] allows 2 (High); one of at least [`HIGHEST_MIN_SATS`] allows
-/// 1 (Highest). Payment alone never raises a message above what its sender asked.
-/// 5 (Lowest) is not produced: LNMP has no level below Low.
+/// Paid mail stands out in the client's priority column: a payment of at least
+/// [`HIGHEST_MIN_SATS`] shows as 1 (Highest), any smaller payment of at least
+/// [`HIGH_MIN_SATS`] as 2 (High). The sender's priority field costs nothing to set, so
+/// it never raises a message above Normal by itself; only its Low (4) is kept, for an
+/// unpaid message, since asking for less attention needs no proof. 5 (Lowest) is not
+/// produced: LNMP has no level below Low.
 pub fn x_priority(paid_sats: Option<u64>, priority: Priority) -> Option<u8> {
-    let asked: u8 = match priority {
-        Priority::Urgent => 1,
-        Priority::High => 2,
-        Priority::Normal => 3,
-        Priority::Low => 4,
-    };
-    let allowed: u8 = match paid_sats.unwrap_or(0) {
-        n if n >= HIGHEST_MIN_SATS => 1,
-        n if n >= HIGH_MIN_SATS => 2,
-        _ => 3,
-    };
-    Some(asked.max(allowed)).filter(|&p| p != 3)
+    match paid_sats.unwrap_or(0) {
+        n if n >= HIGHEST_MIN_SATS => Some(1),
+        n if n >= HIGH_MIN_SATS => Some(2),
+        _ if priority == Priority::Low => Some(4),
+        _ => None,
+    }
 }
 
 /// The X-Priority field value in the form Thunderbird writes and shows.
@@ -162,12 +156,12 @@ mod tests {
         assert_eq!(x_priority(None, Urgent), None);
         assert_eq!(x_priority(Some(0), High), None);
         assert_eq!(x_priority(Some(1), Urgent), Some(2));
-        assert_eq!(x_priority(Some(999), High), Some(2));
+        assert_eq!(x_priority(Some(999), Normal), Some(2));
         assert_eq!(x_priority(Some(1000), Urgent), Some(1));
-        assert_eq!(x_priority(Some(1000), High), Some(2));
-        assert_eq!(x_priority(Some(1_000_000), Normal), None);
+        assert_eq!(x_priority(Some(1000), Normal), Some(1));
+        assert_eq!(x_priority(Some(1_000_000), Low), Some(1));
         assert_eq!(x_priority(None, Low), Some(4));
-        assert_eq!(x_priority(Some(5000), Low), Some(4));
+        assert_eq!(x_priority(None, Normal), None);
         assert_eq!(x_priority_value(1), Some("1 (Highest)"));
         assert_eq!(x_priority_value(5), Some("5 (Lowest)"));
         assert_eq!(x_priority_value(0), None);

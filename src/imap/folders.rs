@@ -207,8 +207,9 @@ async fn rename_inbox(store: &Store, user: &UserInfo, inbox: &MailboxRow, to: &s
                         .bind(&to)
                         .fetch_one(&mut *c)
                         .await?;
+                crate::store::mail::lock_mailboxes_in(c, &[inbox_id, target]).await?;
                 crate::store::mail::copy_in(c, inbox_id, &uids, target).await?;
-                crate::store::mail::expunge_in(c, user_id, inbox_id, &uids).await?;
+                crate::store::mail::expunge_in(c, user_id, inbox_id, &uids, false).await?;
                 Ok(())
             })
         }))
@@ -259,6 +260,7 @@ pub async fn list(
     pattern: &ListMailbox<'_>,
     subscribed_only: bool,
     utf8: bool,
+    max: usize,
     out: &mut Vec<u8>,
 ) -> Done {
     let verb = if subscribed_only { "LSUB" } else { "LIST" };
@@ -276,6 +278,10 @@ pub async fn list(
     let Some(pattern) = decode(pattern_bytes, utf8) else {
         return Done::bad("Pattern is not valid modified UTF-7");
     };
+    // Matching costs the pattern's length times each name's: both stay bounded.
+    if pattern.len() + reference.len() > 2 * max {
+        return Done::bad("Reference or pattern too long");
+    }
     if pattern.is_empty() {
         // The hierarchy delimiter and root name (RFC 3501 6.3.8).
         out.extend_from_slice(format!("* {verb} (\\Noselect) \"/\" \"\"\r\n").as_bytes());

@@ -23,6 +23,9 @@ pub enum LoadError {
     Open(String),
 }
 
+/// The most a session's cache of rendered messages holds, in bytes.
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 /// Opens and renders one user's messages.
 pub struct Loader {
     custody: Custody,
@@ -82,11 +85,20 @@ impl Loader {
             let size = super::structure::ParsedMessage::parse(&bytes).rfc822_size();
             mail::set_size(&store, row.id, size as i64).await?;
         }
-        if self.cache.len() >= self.cache_len {
-            self.cache.pop_front();
+        // Kept by count and by bytes: a few large messages must not pin hundreds of
+        // megabytes per connection.
+        if bytes.len() <= CACHE_BYTES / 2 {
+            while self.cache.len() >= self.cache_len
+                || self.cache.iter().map(|(_, b)| b.len()).sum::<usize>() + bytes.len()
+                    > CACHE_BYTES
+            {
+                if self.cache.pop_front().is_none() {
+                    break;
+                }
+            }
+            self.cache
+                .push_back((row.message_id.clone(), bytes.clone()));
         }
-        self.cache
-            .push_back((row.message_id.clone(), bytes.clone()));
         Ok(bytes)
     }
 

@@ -105,7 +105,7 @@ impl ImapServer {
                 async move {
                     let Some(slot) = slot else {
                         server.count_session(name, "refused");
-                        session::refuse_busy(tcp).await;
+                        session::refuse_busy(tcp, implicit_tls).await;
                         return;
                     };
                     server.count_session(name, "accepted");

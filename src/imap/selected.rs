@@ -31,28 +31,27 @@ pub struct Catchup {
 }
 
 impl Selected {
-    /// Opens `mailbox`: reads its messages and marks the ones no session has seen as
+    /// Opens `mailbox`: reads its messages and takes the ones no session has seen as
     /// \Recent to this one (unless read-only).
     pub async fn open(
         store: &Store,
         mailbox: MailboxRow,
         read_only: bool,
     ) -> crate::store::Result<Selected> {
-        let recent_from = if read_only {
-            i64::MAX
+        // What is known is what the mailbox's HIGHESTMODSEQ said before the rows were
+        // read: a change that lands in between is read again at the next catch-up.
+        let known_modseq = crate::store::mailboxes::by_id(store, mailbox.id)
+            .await?
+            .map_or(mailbox.highestmodseq, |m| m.highestmodseq);
+        let recent = if read_only {
+            (i64::MAX, i64::MAX)
         } else {
             crate::store::mailboxes::claim_recent(store, mailbox.id).await?
         };
         let rows = mail::in_mailbox(store, mailbox.id).await?;
-        let known_modseq = rows
-            .iter()
-            .map(|r| r.modseq)
-            .max()
-            .unwrap_or(0)
-            .max(mailbox.highestmodseq);
         let recent = rows
             .iter()
-            .filter(|r| r.uid >= recent_from)
+            .filter(|r| r.uid >= recent.0 && r.uid < recent.1)
             .map(|r| r.uid)
             .collect();
         Ok(Selected {
@@ -93,28 +92,40 @@ impl Selected {
         store: &Store,
         allow_expunge: bool,
     ) -> crate::store::Result<Catchup> {
-        let (changed, expunged) =
-            mail::changes_since(store, self.mailbox.id, self.known_modseq).await?;
         let mut out = Catchup::default();
-        if !allow_expunge && !expunged.is_empty() {
+        let Some(changes) = mail::changes_since(store, self.mailbox.id, self.known_modseq).await?
+        else {
+            // The mailbox was deleted under this session: its messages are gone.
+            if allow_expunge && !self.rows.is_empty() {
+                out.expunged = (1..=self.rows.len() as u32).rev().collect();
+                self.rows.clear();
+                self.recent.clear();
+            }
+            return Ok(out);
+        };
+        if !allow_expunge && !changes.expunged.is_empty() {
             // Apply nothing: the next command that may announce expunges sees all of
             // it, in order, from the same MODSEQ.
             return Ok(out);
         }
-        let mut top = self.known_modseq;
-        for (uid, modseq) in &expunged {
-            top = top.max(*modseq);
-            if let Ok(i) = self.rows.binary_search_by_key(uid, |r| r.uid) {
-                self.rows.remove(i);
-                out.expunged.push(i as u32 + 1);
-                if let Ok(r) = self.recent.binary_search(uid) {
-                    self.recent.remove(r);
+        // Expunges: each sequence number as it is at its turn (later ones shift down),
+        // then one pass to drop the rows.
+        let gone: std::collections::HashSet<i64> =
+            changes.expunged.iter().map(|(uid, _)| *uid).collect();
+        if !gone.is_empty() {
+            let mut removed = 0u32;
+            for (i, row) in self.rows.iter().enumerate() {
+                if gone.contains(&row.uid) {
+                    out.expunged.push(i as u32 + 1 - removed);
+                    removed += 1;
                 }
             }
+            self.rows.retain(|r| !gone.contains(&r.uid));
+            self.recent.retain(|u| !gone.contains(u));
         }
         let last_uid = self.rows.last().map_or(0, |r| r.uid);
-        for row in changed {
-            top = top.max(row.modseq);
+        let mut arrived = false;
+        for row in changes.changed {
             match self.rows.binary_search_by_key(&row.uid, |r| r.uid) {
                 Ok(i) => {
                     let flags_differ = self.rows[i].flags != row.flags;
@@ -124,18 +135,27 @@ impl Selected {
                     }
                 }
                 Err(_) if row.uid > last_uid => {
-                    if !self.read_only {
-                        self.recent.push(row.uid);
-                    }
                     self.rows.push(row);
-                    out.new_messages = true;
+                    arrived = true;
                 }
                 // A row below our last UID we never saw cannot be new; it was
                 // expunged in a change we have applied. Skip it.
                 Err(_) => {}
             }
         }
-        self.known_modseq = top;
+        if arrived {
+            out.new_messages = true;
+            if !self.read_only {
+                let (from, to) =
+                    crate::store::mailboxes::claim_recent(store, self.mailbox.id).await?;
+                for r in self.rows.iter().filter(|r| r.uid > last_uid) {
+                    if r.uid >= from && r.uid < to {
+                        self.recent.push(r.uid);
+                    }
+                }
+            }
+        }
+        self.known_modseq = changes.upto;
         Ok(out)
     }
 
@@ -232,12 +252,12 @@ pub fn write_set(out: &mut Vec<u8>, numbers: &[i64]) {
 pub fn write_flags(out: &mut Vec<u8>, flags: &str, recent: bool) {
     out.push(b'(');
     let mut first = true;
-    for f in flags.split_whitespace() {
+    for f in flags.split_whitespace().filter(|f| wire::is_flag(f)) {
         if !first {
             out.push(b' ');
         }
         first = false;
-        wire::flag(out, f);
+        out.extend_from_slice(f.as_bytes());
     }
     if recent {
         if !first {

@@ -39,8 +39,13 @@ use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-/// Answers a connection over the limits and closes it.
-pub async fn refuse_busy(mut tcp: TcpStream) {
+/// Answers a connection over the limits and closes it. On the implicit-TLS port a
+/// plaintext answer would be read as a broken handshake, so it is just closed.
+pub async fn refuse_busy(mut tcp: TcpStream, implicit_tls: bool) {
+    if implicit_tls {
+        let _ = tcp.shutdown().await;
+        return;
+    }
     let _ = tcp
         .write_all(b"* BYE [UNAVAILABLE] Too many connections; try again later\r\n")
         .await;
@@ -231,23 +236,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
+    /// Writes out what is buffered. A client that stops reading is cut off after
+    /// [`WRITE_TIMEOUT`] rather than holding its slot and buffers for ever.
     async fn flush(&mut self) -> std::io::Result<()> {
-        if !self.out.is_empty() {
-            self.stream.write_all(&self.out).await?;
-            self.out.clear();
-        }
-        self.stream.flush().await
+        let write = async {
+            if !self.out.is_empty() {
+                self.stream.write_all(&self.out).await?;
+                self.out.clear();
+            }
+            self.stream.flush().await
+        };
+        tokio::time::timeout(WRITE_TIMEOUT, write)
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
     }
 
     /// Writes out what is buffered once it is large, so a big FETCH streams.
     async fn flush_if_large(&mut self) -> std::io::Result<()> {
         if self.out.len() >= 256 * 1024 {
-            self.stream.write_all(&self.out).await?;
-            self.out.clear();
+            self.flush().await?;
         }
         Ok(())
     }
 }
+
+/// How long one write to a client may take.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Writes `tag status text` (or `* status text` without a tag).
 fn tagged(out: &mut Vec<u8>, tag: Option<&Tag>, status: &str, text: &str) {
@@ -333,7 +347,8 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     greet: bool,
 ) -> std::io::Result<Option<S>> {
-    let limits = &session.server.settings.imap;
+    let server = session.server.clone();
+    let limits = &server.settings.imap;
     let mut conn = Conn {
         stream,
         frag: Fragmentizer::new(
@@ -345,7 +360,13 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
         unframed: 0,
         allowance: limits.max_command_line as usize,
         max_line: limits.max_command_line as usize,
-        max_literal: limits.max_literal_bytes,
+        // Before login a literal is never longer than a command line: a stranger
+        // cannot make the server hold an APPEND-sized buffer.
+        max_literal: if session.logged_in() {
+            limits.max_literal_bytes
+        } else {
+            limits.max_command_line
+        },
     };
     if greet {
         conn.out.extend_from_slice(b"* OK [CAPABILITY ");
@@ -354,8 +375,13 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
         conn.out.extend_from_slice(b"] lnmp-bridge ready\r\n");
         conn.flush().await?;
     }
-    let timeout = Duration::from_secs(limits.command_timeout_seconds);
     loop {
+        let timeout = Duration::from_secs(if session.logged_in() {
+            conn.max_literal = limits.max_literal_bytes;
+            limits.command_timeout_seconds
+        } else {
+            limits.login_timeout_seconds
+        });
         let next = tokio::select! {
             _ = session.shutdown.cancelled() => {
                 conn.out.extend_from_slice(b"* BYE Server shutting down\r\n");
@@ -368,6 +394,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
             Next::Message(b) => b,
             Next::Closed => return Ok(None),
         };
+        let bytes = utf8_append_as_plain(bytes);
         let flow = match CommandCodec::default().decode(&bytes) {
             Ok((_, command)) => match session.command(&mut conn, command).await {
                 Ok(flow) => flow,
@@ -403,6 +430,32 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// RFC 6855's APPEND form for clients that enabled UTF8=ACCEPT, `APPEND box (flags)
+/// UTF8 (~{n}\r\n<message>)`, which imap-codec does not parse, rewritten as the
+/// plain form `APPEND box (flags) {n}\r\n<message>` (the message is taken as it
+/// is either way). Anything else is returned unchanged.
+fn utf8_append_as_plain(bytes: Vec<u8>) -> Vec<u8> {
+    let line_end = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(bytes.len());
+    let first = &bytes[..line_end];
+    let upper = first.to_ascii_uppercase();
+    let Some(at) = upper.windows(8).position(|w| w == b" UTF8 (~") else {
+        return bytes;
+    };
+    if !upper.windows(8).any(|w| w == b" APPEND ") || !bytes.ends_with(b")\r\n") {
+        return bytes;
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&bytes[..at]);
+    out.push(b' ');
+    // Skip " UTF8 (~", keep "{n}\r\n<message>", drop the closing ")".
+    out.extend_from_slice(&bytes[at + 8..bytes.len() - 3]);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
 /// The tag of a message that did not parse, when it has one.
 fn parse_tag(bytes: &[u8]) -> Option<Tag<'static>> {
     let end = bytes.iter().position(|&b| b == b' ')?;
@@ -430,6 +483,10 @@ impl Session {
 
     fn store(&self) -> &Store {
         self.server.custody.store()
+    }
+
+    fn logged_in(&self) -> bool {
+        matches!(self.state, State::Authenticated(_))
     }
 
     /// Whether LOGIN and AUTHENTICATE may be used on this connection.
@@ -491,10 +548,18 @@ impl Session {
                 conn.out.extend_from_slice(b"\r\n");
                 Done::ok("Capability completed")
             }
-            CommandBody::Noop | CommandBody::Check => {
+            CommandBody::Noop => {
                 self.force_catch_up();
-                Done::ok("Completed")
+                Done::ok("NOOP completed")
             }
+            CommandBody::Check => match &mut self.state {
+                State::Authenticated(user) if user.selected.is_some() => {
+                    user.stale = true;
+                    Done::ok("CHECK completed")
+                }
+                State::Authenticated(_) => Done::bad("No mailbox selected"),
+                _ => Done::bad("Log in first"),
+            },
             CommandBody::Logout => {
                 conn.out.extend_from_slice(b"* BYE Logging out\r\n");
                 self.state = State::Logout;
@@ -551,7 +616,13 @@ impl Session {
                 self.authenticated(conn, &tag, body).await?
             }
         };
-        if let State::Authenticated(user) = &mut self.state {
+        // Nothing follows BYE; a refused command counts toward the BAD limit.
+        if done.status == "BAD" {
+            self.bad_commands += 1;
+        }
+        if let State::Authenticated(user) = &mut self.state
+            && !matches!(flow, Flow::Close)
+        {
             user.hear_changes();
             let due = user.stale
                 || user.last_catch_up.elapsed()
@@ -572,6 +643,11 @@ impl Session {
             }
         }
         done.write(&mut conn.out, &tag);
+        if self.bad_commands >= self.server.settings.imap.max_bad_commands {
+            conn.out
+                .extend_from_slice(b"* BYE Too many bad commands\r\n");
+            return Ok(Flow::Close);
+        }
         Ok(flow)
     }
 
@@ -623,6 +699,7 @@ impl Session {
         if !ok {
             // A short pause makes guessing slower without holding a slot for long.
             tokio::time::sleep(Duration::from_millis(300)).await;
+            self.bad_commands += 1;
             return Done::no("Invalid credentials").code("AUTHENTICATIONFAILED");
         }
         self.server
@@ -794,8 +871,10 @@ impl Session {
                             if let Err(e) = store
                                 .write(Box::new(move |c| {
                                     Box::pin(async move {
-                                        crate::store::mail::expunge_in(c, uid, mailbox, &deleted)
-                                            .await
+                                        crate::store::mail::expunge_in(
+                                            c, uid, mailbox, &deleted, true,
+                                        )
+                                        .await
                                     })
                                 }))
                                 .await
@@ -845,6 +924,7 @@ impl Session {
                     &mailbox_wildcard,
                     false,
                     utf8,
+                    max_name,
                     out,
                 )
                 .await
@@ -860,6 +940,7 @@ impl Session {
                     &mailbox_wildcard,
                     true,
                     utf8,
+                    max_name,
                     out,
                 )
                 .await
@@ -955,20 +1036,35 @@ impl Session {
                             FetchModifier::ChangedSince(n) => Some(n.get()),
                             _ => None,
                         });
-                        if changed_since.is_some() {
-                            self.condstore = true;
-                        }
-                        let condstore = self.condstore;
-                        let State::Authenticated(user) = &mut self.state else {
-                            unreachable!("state checked above")
-                        };
-                        let items: Vec<MessageDataItemName<'static>> = match macro_or_item_names {
+                        let mut items: Vec<MessageDataItemName<'static>> = match macro_or_item_names
+                        {
                             MacroOrMessageDataItemNames::Macro(m) => {
                                 m.expand().into_iter().map(|i| i.into_static()).collect()
                             }
                             MacroOrMessageDataItemNames::MessageDataItemNames(v) => {
                                 v.into_iter().map(|i| i.into_static()).collect()
                             }
+                        };
+                        // The same item twice is answered once.
+                        let mut seen = Vec::with_capacity(items.len());
+                        items.retain(|i| {
+                            let new = !seen.contains(i);
+                            if new {
+                                seen.push(i.clone());
+                            }
+                            new
+                        });
+                        // CHANGEDSINCE and the MODSEQ item turn CONDSTORE on (RFC 7162 3.1).
+                        if changed_since.is_some()
+                            || items
+                                .iter()
+                                .any(|i| matches!(i, MessageDataItemName::ModSeq))
+                        {
+                            self.condstore = true;
+                        }
+                        let condstore = self.condstore;
+                        let State::Authenticated(user) = &mut self.state else {
+                            unreachable!("state checked above")
                         };
                         fetch(
                             &store,
@@ -1221,7 +1317,7 @@ async fn select(
         .rows
         .iter()
         .flat_map(|r| r.flags.split_whitespace())
-        .filter(|f| !f.starts_with('\\'))
+        .filter(|f| !f.starts_with('\\') && wire::is_flag(f))
         .collect();
     keywords.sort_unstable();
     keywords.dedup();
@@ -1351,7 +1447,7 @@ async fn expunge(
         if let Err(e) = store
             .write(Box::new(move |c| {
                 Box::pin(async move {
-                    crate::store::mail::expunge_in(c, user_id, mailbox_id, &uids).await
+                    crate::store::mail::expunge_in(c, user_id, mailbox_id, &uids, true).await
                 })
             }))
             .await
@@ -1442,6 +1538,14 @@ fn needs_body(item: &MessageDataItemName<'_>) -> bool {
     )
 }
 
+/// Writes the space between two FETCH items.
+fn sep(out: &mut Vec<u8>, first: &mut bool) {
+    if !*first {
+        out.push(b' ');
+    }
+    *first = false;
+}
+
 /// INTERNALDATE's form: `17-Jul-1996 02:44:25 +0000`.
 fn internal_date(secs: i64) -> String {
     chrono::DateTime::from_timestamp(secs, 0)
@@ -1524,6 +1628,7 @@ async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
+    let mut unreadable = 0usize;
     for (i, mut row, recent) in rows {
         let just_seen = now_seen.contains_key(&row.uid);
         if let Some(updated) = now_seen.remove(&row.uid) {
@@ -1536,7 +1641,13 @@ async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
             }
             row = updated;
         }
-        let bytes = if wants_body {
+        // RFC822.SIZE alone needs the bytes only while the size is not recorded yet.
+        let load = wants_body
+            || (row.size < 0
+                && items
+                    .iter()
+                    .any(|i| matches!(i, MessageDataItemName::Rfc822Size)));
+        let bytes = if load {
             match user.loader.load(&row).await {
                 Ok(b) => Some(b),
                 Err(e) => {
@@ -1547,84 +1658,80 @@ async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
         } else {
             None
         };
-        if wants_body && bytes.is_none() {
+        if load && bytes.is_none() {
             // The rest of the set is still answered; this message gets no data.
+            unreadable += 1;
             continue;
         }
         let parsed = bytes.as_deref().map(|b| ParsedMessage::parse(b));
-        let out = &mut conn.out;
-        out.extend_from_slice(format!("* {} FETCH (", i + 1).as_bytes());
+        conn.out
+            .extend_from_slice(format!("* {} FETCH (", i + 1).as_bytes());
         let mut first = true;
-        let mut sep = |out: &mut Vec<u8>| {
-            if !first {
-                out.push(b' ');
-            }
-            first = false;
-        };
         let mut wrote_uid = false;
         let mut wrote_flags = false;
         let mut wrote_modseq = false;
         for item in items {
+            let out = &mut conn.out;
             match item {
                 // Each of these is written once, however often it is asked for.
                 MessageDataItemName::Uid if !wrote_uid => {
-                    sep(out);
+                    sep(out, &mut first);
                     out.extend_from_slice(format!("UID {}", row.uid).as_bytes());
                     wrote_uid = true;
                 }
                 MessageDataItemName::Flags if !wrote_flags => {
-                    sep(out);
+                    sep(out, &mut first);
                     out.extend_from_slice(b"FLAGS ");
                     write_flags(out, &row.flags, recent);
                     wrote_flags = true;
                 }
                 MessageDataItemName::ModSeq if !wrote_modseq => {
-                    sep(out);
+                    sep(out, &mut first);
                     out.extend_from_slice(format!("MODSEQ ({})", row.modseq).as_bytes());
                     wrote_modseq = true;
                 }
                 MessageDataItemName::InternalDate => {
-                    sep(out);
+                    sep(out, &mut first);
                     out.extend_from_slice(b"INTERNALDATE \"");
                     out.extend_from_slice(internal_date(row.internal_date).as_bytes());
                     out.push(b'"');
                 }
                 MessageDataItemName::Rfc822Size => {
-                    sep(out);
+                    sep(out, &mut first);
                     let size = parsed.as_ref().map_or(row.size, |p| p.rfc822_size() as i64);
                     out.extend_from_slice(format!("RFC822.SIZE {}", size.max(0)).as_bytes());
                 }
                 MessageDataItemName::Envelope => {
                     if let Some(p) = &parsed {
-                        sep(out);
+                        sep(out, &mut first);
                         out.extend_from_slice(b"ENVELOPE ");
                         p.envelope(out);
                     }
                 }
                 MessageDataItemName::Body => {
                     if let Some(p) = &parsed {
-                        sep(out);
+                        sep(out, &mut first);
                         out.extend_from_slice(b"BODY ");
                         p.body_structure(out, false);
                     }
                 }
                 MessageDataItemName::BodyStructure => {
                     if let Some(p) = &parsed {
-                        sep(out);
+                        sep(out, &mut first);
                         out.extend_from_slice(b"BODYSTRUCTURE ");
                         p.body_structure(out, true);
                     }
                 }
                 MessageDataItemName::Rfc822 => {
                     if let Some(p) = &parsed {
-                        sep(out);
+                        sep(out, &mut first);
                         out.extend_from_slice(b"RFC822 ");
                         wire::literal(out, &p.section(None));
                     }
                 }
                 MessageDataItemName::Rfc822Header => {
                     if let Some(p) = &parsed {
-                        sep(out);
+                        sep(out, &mut first);
                         out.extend_from_slice(b"RFC822.HEADER ");
                         let h = p.section(Some(&Section::Header(None)));
                         wire::literal(out, &h);
@@ -1632,7 +1739,7 @@ async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 MessageDataItemName::Rfc822Text => {
                     if let Some(p) = &parsed {
-                        sep(out);
+                        sep(out, &mut first);
                         out.extend_from_slice(b"RFC822.TEXT ");
                         let t = p.section(Some(&Section::Text(None)));
                         wire::literal(out, &t);
@@ -1642,7 +1749,7 @@ async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
                     section, partial, ..
                 } => {
                     if let Some(p) = &parsed {
-                        sep(out);
+                        sep(out, &mut first);
                         out.extend_from_slice(b"BODY[");
                         write_section(out, section.as_ref());
                         out.push(b']');
@@ -1664,23 +1771,33 @@ async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 _ => {}
             }
+            // A FETCH naming one big section many times streams instead of piling up.
+            conn.flush_if_large().await?;
         }
+        let out = &mut conn.out;
         if uid && !wrote_uid {
-            sep(out);
+            sep(out, &mut first);
             out.extend_from_slice(format!("UID {}", row.uid).as_bytes());
         }
-        // A body read that set \Seen reports the new flags (RFC 3501 6.4.5).
+        // A body read that set \Seen reports the new flags (RFC 3501 6.4.5), and with
+        // CONDSTORE the new MODSEQ (RFC 7162 3.1.4).
         if just_seen && !wrote_flags {
-            sep(out);
+            sep(out, &mut first);
             out.extend_from_slice(b"FLAGS ");
             write_flags(out, &row.flags, recent);
         }
-        if show_modseq && !wrote_modseq {
-            sep(out);
+        if (show_modseq || (condstore && just_seen)) && !wrote_modseq {
+            sep(out, &mut first);
             out.extend_from_slice(format!("MODSEQ ({})", row.modseq).as_bytes());
         }
         out.extend_from_slice(b")\r\n");
         conn.flush_if_large().await?;
+    }
+    if unreadable > 0 {
+        return Ok(Done::no(format!(
+            "{unreadable} message(s) could not be read; the others were"
+        ))
+        .code("SERVERBUG"));
     }
     Ok(Done::ok("Fetch completed"))
 }
@@ -1759,7 +1876,8 @@ async fn store_flags(
         Ok(p) => p,
         Err(e) => return Done::bad(e),
     };
-    let flags: Vec<String> = flags.iter().filter_map(flag_text).collect();
+    let flag_list: Vec<String> = flags.iter().filter_map(flag_text).collect();
+    let flags = flag_list.clone();
     let change = match kind {
         StoreType::Add => FlagChange::Add,
         StoreType::Remove => FlagChange::Remove,
@@ -1782,30 +1900,41 @@ async fn store_flags(
     if !changed.is_empty() {
         store.mail_changed(user.info.id).await;
     }
+    // A changed row whose new flags are not what this session's view plus the change
+    // gives was also changed by someone else: .SILENT does not hide that (RFC 3501
+    // 6.4.6).
+    let mut external = std::collections::HashSet::new();
     for row in &changed {
         if let Ok(i) = sel.rows.binary_search_by_key(&row.uid, |r| r.uid) {
+            let expected = crate::store::mail::apply_flags(&sel.rows[i].flags, change, &flag_list);
+            if expected != row.flags {
+                external.insert(row.uid);
+            }
             sel.rows[i].flags = row.flags.clone();
             sel.rows[i].modseq = row.modseq;
         }
     }
+    let changed: std::collections::HashSet<i64> = changed.iter().map(|r| r.uid).collect();
+    let failed_set: std::collections::HashSet<i64> = failed.iter().copied().collect();
     // Non-silent STORE reports every message of the set; with CONDSTORE the changed
-    // ones are reported even for .SILENT, with their new MODSEQ (RFC 7162 3.1.3).
+    // ones are reported even for .SILENT, with UID and their new MODSEQ (RFC 7162
+    // 3.1.3).
     for &i in &positions {
         let row = &sel.rows[i];
-        if failed.contains(&row.uid) {
+        if failed_set.contains(&row.uid) {
             continue;
         }
-        let was_changed = changed.iter().any(|c| c.uid == row.uid);
-        let report = response == StoreResponse::Answer
-            || (condstore && unchanged_since.is_some() && was_changed);
+        let was_changed = changed.contains(&row.uid);
+        let answer = response == StoreResponse::Answer || external.contains(&row.uid);
+        let report = answer || (condstore && was_changed);
         if !report {
             continue;
         }
         out.extend_from_slice(format!("* {} FETCH (", i + 1).as_bytes());
-        if uid {
+        if uid || condstore {
             out.extend_from_slice(format!("UID {} ", row.uid).as_bytes());
         }
-        if response == StoreResponse::Answer {
+        if answer {
             out.extend_from_slice(b"FLAGS ");
             write_flags(out, &row.flags, sel.is_recent(row.uid));
             if condstore {
@@ -1880,10 +2009,13 @@ async fn copy(
     let pairs = match store
         .write(Box::new(move |c| {
             Box::pin(async move {
+                if moving {
+                    crate::store::mail::lock_mailboxes_in(c, &[from, to]).await?;
+                }
                 let pairs = crate::store::mail::copy_in(c, from, &uids, to).await?;
                 if moving {
                     let moved: Vec<i64> = pairs.iter().map(|(s, _)| *s).collect();
-                    crate::store::mail::expunge_in(c, user_id, from, &moved).await?;
+                    crate::store::mail::expunge_in(c, user_id, from, &moved, false).await?;
                 }
                 Ok(pairs)
             })
@@ -1893,6 +2025,15 @@ async fn copy(
         Ok(p) => p,
         Err(e) => return e.into(),
     };
+    if pairs.is_empty() {
+        // Everything named was expunged meanwhile: nothing copied, no COPYUID (its
+        // sets may not be empty, RFC 4315 3).
+        return Done::ok(if moving {
+            "Move completed"
+        } else {
+            "Copy completed"
+        });
+    }
     store.mail_changed(user.info.id).await;
     let mut code = format!("COPYUID {} ", target.uidvalidity).into_bytes();
     let src: Vec<i64> = pairs.iter().map(|(s, _)| *s).collect();

@@ -60,13 +60,11 @@ pub fn quotable(s: &[u8]) -> bool {
         && s.iter().filter(|&&b| b == b'"' || b == b'\\').count() <= 4
 }
 
-/// Appends a flag as stored (`\Seen`, `$Paid`, a keyword); anything that is not a
-/// valid flag atom is left out rather than written in a way that breaks the list.
-pub fn flag(out: &mut Vec<u8>, f: &str) {
+/// Whether a stored flag (`\Seen`, `$Paid`, a keyword) can be written as it is: a
+/// flag that is not a valid atom is left out of lists rather than break them.
+pub fn is_flag(f: &str) -> bool {
     let atom = f.strip_prefix('\\').unwrap_or(f);
-    if !atom.is_empty() && atom.bytes().all(|b| is_astring_char(b) && b != b']') {
-        out.extend_from_slice(f.as_bytes());
-    }
+    !atom.is_empty() && atom.bytes().all(|b| is_astring_char(b) && b != b']')
 }
 
 /// ATOM-CHAR and `]` (RFC 3501 `ASTRING-CHAR`).

@@ -94,7 +94,10 @@ async fn listen(
         };
         if let Err(e) = listener.listen(CHANNEL).await {
             tracing::warn!(error = %e, "LISTEN failed");
-            continue;
+            tokio::select! {
+                _ = closed.cancelled() => return,
+                _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => continue,
+            }
         }
         // Words may have been missed while the connection was down.
         let _ = local.send(EVERYONE);

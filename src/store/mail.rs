@@ -128,28 +128,56 @@ pub async fn in_mailbox(store: &Store, mailbox_id: i64) -> Result<Vec<MailRow>> 
     .await?)
 }
 
-/// What changed in a mailbox after MODSEQ `since`: rows added or whose flags changed,
-/// and the UIDs expunged. A session that knows the state at `since` catches up with it.
-pub async fn changes_since(
-    store: &Store,
-    mailbox_id: i64,
-    since: i64,
-) -> Result<(Vec<MailRow>, Vec<(i64, i64)>)> {
+/// What a session catching up learns: rows added or whose flags changed, the UIDs
+/// expunged (with their MODSEQ), and the MODSEQ it now knows everything up to.
+pub struct Changes {
+    pub changed: Vec<MailRow>,
+    pub expunged: Vec<(i64, i64)>,
+    pub upto: i64,
+}
+
+/// What changed in a mailbox after MODSEQ `since`, up to the mailbox's HIGHESTMODSEQ
+/// read first: every change up to it has committed (changes to a mailbox take its row
+/// lock in MODSEQ order), so the two reads below agree even while others write, and
+/// anything later is left for the next look. None if the mailbox is gone.
+pub async fn changes_since(store: &Store, mailbox_id: i64, since: i64) -> Result<Option<Changes>> {
+    let upto: Option<i64> = sqlx::query_scalar("SELECT highestmodseq FROM mailboxes WHERE id = $1")
+        .bind(mailbox_id)
+        .fetch_optional(store.pool())
+        .await?;
+    let Some(upto) = upto else {
+        return Ok(None);
+    };
+    if upto <= since {
+        return Ok(Some(Changes {
+            changed: Vec::new(),
+            expunged: Vec::new(),
+            upto: since,
+        }));
+    }
     let changed = sqlx::query_as(&format!(
-        "SELECT {MAIL_COLUMNS} FROM mail m WHERE m.mailbox_id = $1 AND m.modseq > $2 ORDER BY m.uid"
+        "SELECT {MAIL_COLUMNS} FROM mail m WHERE m.mailbox_id = $1 AND m.modseq > $2 \
+         AND m.modseq <= $3 ORDER BY m.uid"
     ))
     .bind(mailbox_id)
     .bind(since)
+    .bind(upto)
     .fetch_all(store.pool())
     .await?;
     let expunged = sqlx::query_as(
-        "SELECT uid, modseq FROM mail_expunged WHERE mailbox_id = $1 AND modseq > $2 ORDER BY uid",
+        "SELECT uid, modseq FROM mail_expunged WHERE mailbox_id = $1 AND modseq > $2 \
+         AND modseq <= $3 ORDER BY uid",
     )
     .bind(mailbox_id)
     .bind(since)
+    .bind(upto)
     .fetch_all(store.pool())
     .await?;
-    Ok((changed, expunged))
+    Ok(Some(Changes {
+        changed,
+        expunged,
+        upto,
+    }))
 }
 
 /// Takes the mailbox's next MODSEQ inside the caller's transaction (locking its row
@@ -175,6 +203,10 @@ pub enum FlagChange {
 /// Applies a flag change to the rows `uids` of a mailbox, under one new MODSEQ. Rows
 /// whose MODSEQ is above `unchanged_since` (CONDSTORE) are left alone and returned
 /// as failed. Returns (rows changed, with their new flags and MODSEQ; failed UIDs).
+///
+/// The mailbox row is locked (its MODSEQ taken) before the rows are read, so two
+/// sessions changing flags at once on PostgreSQL apply one after the other instead of
+/// both starting from the same old flags, and UNCHANGEDSINCE is checked atomically.
 pub async fn set_flags_in(
     c: &mut AnyConnection,
     mailbox_id: i64,
@@ -183,32 +215,37 @@ pub async fn set_flags_in(
     flags: &[String],
     unchanged_since: Option<i64>,
 ) -> Result<(Vec<MailRow>, Vec<i64>)> {
-    let mut modseq = None;
+    let modseq = next_modseq(c, mailbox_id).await?;
     let mut changed = Vec::new();
     let mut failed = Vec::new();
-    {
-        for mut row in rows_by_uid(c, mailbox_id, uids).await? {
-            if unchanged_since.is_some_and(|u| row.modseq > u) {
-                failed.push(row.uid);
-                continue;
-            }
-            let new = apply_flags(&row.flags, change, flags);
-            if new == row.flags {
-                continue;
-            }
-            let m = match modseq {
-                Some(m) => m,
-                None => *modseq.insert(next_modseq(c, mailbox_id).await?),
-            };
-            sqlx::query("UPDATE mail SET flags = $1, modseq = $2 WHERE id = $3")
-                .bind(&new)
-                .bind(m)
-                .bind(row.id)
-                .execute(&mut *c)
-                .await?;
-            row.flags = new;
-            row.modseq = m;
-            changed.push(row);
+    // Rows that end with the same flags are updated in one statement.
+    let mut by_result: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+    for mut row in rows_by_uid(c, mailbox_id, uids).await? {
+        if unchanged_since.is_some_and(|u| row.modseq > u) {
+            failed.push(row.uid);
+            continue;
+        }
+        let new = apply_flags(&row.flags, change, flags);
+        if new == row.flags {
+            continue;
+        }
+        by_result.entry(new.clone()).or_default().push(row.uid);
+        row.flags = new;
+        row.modseq = modseq;
+        changed.push(row);
+    }
+    for (new, group) in by_result {
+        for chunk in group.chunks(500) {
+            sqlx::query(&format!(
+                "UPDATE mail SET flags = $1, modseq = $2 WHERE mailbox_id = $3 AND uid IN ({})",
+                placeholders(4, chunk.len())
+            ))
+            .bind(&new)
+            .bind(modseq)
+            .bind(mailbox_id)
+            .pipe(|q| chunk.iter().fold(q, |q, u| q.bind(*u)))
+            .execute(&mut *c)
+            .await?;
         }
     }
     Ok((changed, failed))
@@ -236,53 +273,85 @@ pub fn apply_flags(current: &str, change: FlagChange, flags: &[String]) -> Strin
 }
 
 /// Removes the rows `uids` of a mailbox, leaving tombstones under one new MODSEQ, and
-/// drops stored bodies nothing refers to any more. Returns the UIDs removed.
+/// drops stored bodies nothing refers to any more. With `only_deleted`, a row goes only
+/// if it has \Deleted now (EXPUNGE and CLOSE decide on the flags as committed, not on
+/// a session's view of them). Returns the UIDs removed.
 pub async fn expunge_in(
     c: &mut AnyConnection,
     user_id: i64,
     mailbox_id: i64,
     uids: &[i64],
+    only_deleted: bool,
 ) -> Result<Vec<i64>> {
-    let mut removed = Vec::new();
-    let mut modseq = None;
-    {
-        let rows: Vec<(i64, String)> = rows_by_uid(c, mailbox_id, uids)
-            .await?
-            .into_iter()
-            .map(|r| (r.uid, r.message_id))
-            .collect();
-        if rows.is_empty() {
-            return Ok(removed);
-        }
-        let m = match modseq {
-            Some(m) => m,
-            None => *modseq.insert(next_modseq(c, mailbox_id).await?),
-        };
-        for (uid, message_id) in rows {
-            sqlx::query("DELETE FROM mail WHERE mailbox_id = $1 AND uid = $2")
-                .bind(mailbox_id)
-                .bind(uid)
-                .execute(&mut *c)
-                .await?;
-            sqlx::query("INSERT INTO mail_expunged (mailbox_id, uid, modseq) VALUES ($1, $2, $3)")
-                .bind(mailbox_id)
-                .bind(uid)
-                .bind(m)
-                .execute(&mut *c)
-                .await?;
-            sqlx::query(
-                "DELETE FROM stored_mail WHERE user_id = $1 AND message_id = $2 AND NOT EXISTS \
-                 (SELECT 1 FROM mail m JOIN mailboxes b ON b.id = m.mailbox_id \
-                  WHERE b.user_id = $1 AND m.message_id = $2)",
-            )
-            .bind(user_id)
-            .bind(&message_id)
+    // Lock first, then read: a row another session expunged meanwhile is not there.
+    let modseq = next_modseq(c, mailbox_id).await?;
+    let rows: Vec<(i64, String)> = rows_by_uid(c, mailbox_id, uids)
+        .await?
+        .into_iter()
+        .filter(|r| {
+            !only_deleted
+                || r.flags
+                    .split_whitespace()
+                    .any(|f| f.eq_ignore_ascii_case("\\Deleted"))
+        })
+        .map(|r| (r.uid, r.message_id))
+        .collect();
+    let mut removed = Vec::with_capacity(rows.len());
+    for (uid, message_id) in rows {
+        let gone = sqlx::query("DELETE FROM mail WHERE mailbox_id = $1 AND uid = $2")
+            .bind(mailbox_id)
+            .bind(uid)
             .execute(&mut *c)
             .await?;
-            removed.push(uid);
+        if gone.rows_affected() == 0 {
+            continue;
         }
+        sqlx::query(
+            "INSERT INTO mail_expunged (mailbox_id, uid, modseq) VALUES ($1, $2, $3) \
+             ON CONFLICT (mailbox_id, uid) DO UPDATE SET modseq = excluded.modseq",
+        )
+        .bind(mailbox_id)
+        .bind(uid)
+        .bind(modseq)
+        .execute(&mut *c)
+        .await?;
+        drop_orphan_in(c, user_id, &message_id).await?;
+        removed.push(uid);
     }
     Ok(removed)
+}
+
+/// Drops a stored (APPENDed) body once no mail row of the user refers to it.
+pub(crate) async fn drop_orphan_in(
+    c: &mut AnyConnection,
+    user_id: i64,
+    message_id: &str,
+) -> Result<()> {
+    sqlx::query(
+        "DELETE FROM stored_mail WHERE user_id = $1 AND message_id = $2 AND NOT EXISTS \
+         (SELECT 1 FROM mail m JOIN mailboxes b ON b.id = m.mailbox_id \
+          WHERE b.user_id = $1 AND m.message_id = $2)",
+    )
+    .bind(user_id)
+    .bind(message_id)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+/// Locks mailbox rows in id order, so transactions that touch two mailboxes (MOVE,
+/// RENAME of INBOX) never wait on each other in a cycle.
+pub async fn lock_mailboxes_in(c: &mut AnyConnection, ids: &[i64]) -> Result<()> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    for id in ids {
+        sqlx::query("UPDATE mailboxes SET highestmodseq = highestmodseq WHERE id = $1")
+            .bind(id)
+            .execute(&mut *c)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Copies the rows `uids` of mailbox `from` into mailbox `to` of the same user: new

@@ -116,8 +116,18 @@ pub async fn create_in(
     Ok(())
 }
 
-/// Deletes a mailbox and its messages (their tombstones go with it).
+/// Deletes a mailbox and its messages (their tombstones go with it), and the stored
+/// bodies no other mailbox refers to.
 pub async fn delete_in(c: &mut AnyConnection, mailbox_id: i64) -> Result<()> {
+    let owner: Option<i64> = sqlx::query_scalar("SELECT user_id FROM mailboxes WHERE id = $1")
+        .bind(mailbox_id)
+        .fetch_optional(&mut *c)
+        .await?;
+    let bodies: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT message_id FROM mail WHERE mailbox_id = $1")
+            .bind(mailbox_id)
+            .fetch_all(&mut *c)
+            .await?;
     sqlx::query("DELETE FROM mail_expunged WHERE mailbox_id = $1")
         .bind(mailbox_id)
         .execute(&mut *c)
@@ -130,6 +140,11 @@ pub async fn delete_in(c: &mut AnyConnection, mailbox_id: i64) -> Result<()> {
         .bind(mailbox_id)
         .execute(&mut *c)
         .await?;
+    if let Some(user_id) = owner {
+        for id in &bodies {
+            super::mail::drop_orphan_in(c, user_id, id).await?;
+        }
+    }
     Ok(())
 }
 
@@ -176,22 +191,38 @@ pub async fn counts(store: &Store, mailbox_id: i64) -> Result<(i64, i64, i64)> {
     Ok((messages, unseen, size))
 }
 
-/// Takes the mailbox's unseen-by-any-session messages for the caller's session:
-/// returns the first UID that is \Recent to it and moves the mark past the last UID.
-pub async fn claim_recent(store: &Store, mailbox_id: i64) -> Result<i64> {
+/// Takes the mailbox's messages no session has seen yet for the caller's session:
+/// returns the UIDs `from..to` that are \Recent to it, and moves the mark to `to`.
+/// The mark moves only if nobody moved it meanwhile, so two sessions (or two nodes)
+/// never both get the same message as \Recent (RFC 3501 2.3.2).
+pub async fn claim_recent(store: &Store, mailbox_id: i64) -> Result<(i64, i64)> {
     store
         .write(Box::new(move |c| {
             Box::pin(async move {
-                let from: Option<i64> =
-                    sqlx::query_scalar("SELECT recent_from FROM mailboxes WHERE id = $1")
-                        .bind(mailbox_id)
-                        .fetch_optional(&mut *c)
-                        .await?;
-                sqlx::query("UPDATE mailboxes SET recent_from = uidnext WHERE id = $1")
+                loop {
+                    let row: Option<(i64, i64)> =
+                        sqlx::query_as("SELECT recent_from, uidnext FROM mailboxes WHERE id = $1")
+                            .bind(mailbox_id)
+                            .fetch_optional(&mut *c)
+                            .await?;
+                    let Some((from, to)) = row else {
+                        return Ok((i64::MAX, i64::MAX));
+                    };
+                    if from >= to {
+                        return Ok((to, to));
+                    }
+                    let done = sqlx::query(
+                        "UPDATE mailboxes SET recent_from = $1 WHERE id = $2 AND recent_from = $3",
+                    )
+                    .bind(to)
                     .bind(mailbox_id)
+                    .bind(from)
                     .execute(&mut *c)
                     .await?;
-                Ok(from.unwrap_or(i64::MAX))
+                    if done.rows_affected() == 1 {
+                        return Ok((from, to));
+                    }
+                }
             })
         }))
         .await
