@@ -848,6 +848,14 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // Each password check (Argon2id) takes 19 MiB. glibc raises its mmap threshold
+    // after the first such block is freed and then keeps later ones in its arenas, so
+    // every login would leave memory behind; a fixed threshold hands each block back.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: a malloc tuning call before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1024 * 1024);
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -607,6 +607,19 @@ async fn sessions_see_each_others_flags_and_expunges() {
         "{:?}",
         a.lines()
     );
+    // A keyword new to the mailbox is announced in FLAGS, to both sessions.
+    let a = one.cmd("STORE 3 +FLAGS ($label1)").await;
+    assert!(
+        a.find("* FLAGS (").is_some_and(|l| l.contains("$label1")),
+        "{:?}",
+        a.lines()
+    );
+    let a = two.cmd("NOOP").await;
+    assert!(
+        a.find("* FLAGS (").is_some_and(|l| l.contains("$label1")),
+        "{:?}",
+        a.lines()
+    );
     // .SILENT says nothing to the one who stored.
     let a = one.cmd("STORE 1 +FLAGS.SILENT (\\Seen)").await;
     assert!(a.untagged.is_empty(), "{:?}", a.lines());
@@ -668,7 +681,10 @@ async fn copy_makes_a_real_copy_and_move_takes_the_original() {
     // Expunging the originals leaves the copies whole.
     assert!(c.cmd("STORE 1 +FLAGS (\\Deleted)").await.ok());
     assert!(c.cmd("CLOSE").await.ok());
-    assert!(c.cmd("EXAMINE Archive").await.tagged.contains("READ-ONLY"));
+    // Copies are new to every session: EXAMINE shows them \Recent without taking that.
+    let a = c.cmd("EXAMINE Archive").await;
+    assert!(a.tagged.contains("READ-ONLY"));
+    assert!(a.find("* 2 RECENT").is_some(), "{:?}", a.lines());
     let a = c
         .cmd("FETCH 1:2 (FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
         .await;

@@ -53,6 +53,9 @@ pub struct Custody {
     domain: String,
     relay_url: String,
     pricing: crate::config::Pricing,
+    /// Password checks running at once: each Argon2id check takes 19 MiB and a core,
+    /// so a burst of logins waits here instead of taking memory without bound.
+    checks: Arc<tokio::sync::Semaphore>,
 }
 
 /// Opens the store behind `config`, checks the master key against it before changing
@@ -97,6 +100,9 @@ pub async fn open(config: &Config) -> Result<Custody> {
         domain: config.server.domain.clone(),
         relay_url: config.relay_url(),
         pricing: config.pricing.clone(),
+        checks: Arc::new(tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+        )),
     })
 }
 
@@ -267,6 +273,17 @@ impl Custody {
     }
 
     /// Whether `password` is the user's. Unknown users cost the same time as known ones.
+    /// A turn to check a password. Servers take it before they count the attempt
+    /// against the rate limits, so correct logins arriving together (a mail client
+    /// opens several connections) are never counted as failures in flight.
+    pub async fn password_check_turn(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.checks
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the password check semaphore is never closed")
+    }
+
     pub async fn verify_password(&self, username: &str, password: &str) -> Result<bool> {
         // Unknown users are checked against a real hash too, so timing does not reveal
         // who exists.

@@ -35,7 +35,14 @@ pub struct Loader {
     vault: MailVault,
     cache: VecDeque<(String, Arc<Vec<u8>>)>,
     cache_len: usize,
+    /// Sealed bodies read ahead of the client (see [`Loader::load`]).
+    read_ahead: std::collections::HashMap<String, Body>,
 }
+
+/// How many messages past the one asked for are read ahead, and at most how many
+/// bytes of them.
+const READ_AHEAD: usize = 32;
+const READ_AHEAD_BYTES: usize = 4 * 1024 * 1024;
 
 impl Loader {
     pub fn new(
@@ -54,6 +61,7 @@ impl Loader {
             vault,
             cache: VecDeque::new(),
             cache_len: cache_len.max(1),
+            read_ahead: Default::default(),
         }
     }
 
@@ -62,16 +70,45 @@ impl Loader {
     }
 
     /// The message of `row`, as its client sees it. A row filed before its size was
-    /// known gets it recorded now.
-    pub async fn load(&mut self, row: &MailRow) -> Result<Arc<Vec<u8>>, LoadError> {
+    /// known gets it recorded now. `next` are the rows a client syncing in UID order
+    /// asks for after this one: their sealed bodies are read in the same round trip,
+    /// so a sync of thousands of messages does not wait on the database for each.
+    pub async fn load(
+        &mut self,
+        row: &MailRow,
+        next: &[MailRow],
+    ) -> Result<Arc<Vec<u8>>, LoadError> {
         if let Some(pos) = self.cache.iter().position(|(id, _)| *id == row.message_id) {
             let hit = self.cache[pos].1.clone();
             return Ok(hit);
         }
         let store = self.custody.store().clone();
-        let body = mail::body(&store, self.user.id, &row.message_id)
-            .await?
-            .ok_or(LoadError::Missing)?;
+        let body = match self.read_ahead.remove(&row.message_id) {
+            Some(body) => body,
+            None => {
+                self.read_ahead.clear();
+                let mut ids = vec![row.message_id.clone()];
+                let mut bytes = row.size.max(0);
+                for r in next.iter().take(READ_AHEAD) {
+                    bytes += r.size.max(0);
+                    if bytes > READ_AHEAD_BYTES as i64 {
+                        break;
+                    }
+                    ids.push(r.message_id.clone());
+                }
+                let mut found = if ids.len() == 1 {
+                    mail::body(&store, self.user.id, &row.message_id)
+                        .await?
+                        .map(|b| [(row.message_id.clone(), b)].into_iter().collect())
+                        .unwrap_or_default()
+                } else {
+                    mail::bodies(&store, self.user.id, &ids).await?
+                };
+                let body = found.remove(&row.message_id).ok_or(LoadError::Missing)?;
+                self.read_ahead = found;
+                body
+            }
+        };
         let bytes = match body {
             Body::Stored(sealed) => self
                 .vault

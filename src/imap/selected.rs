@@ -18,6 +18,8 @@ pub struct Selected {
     pub recent: Vec<i64>,
     /// Every change up to this MODSEQ is reflected in `rows`.
     pub known_modseq: i64,
+    /// The keywords the client has been told of in FLAGS.
+    pub keywords: Vec<String>,
 }
 
 /// What catching up found, to be written as untagged responses.
@@ -44,7 +46,7 @@ impl Selected {
             .await?
             .map_or(mailbox.highestmodseq, |m| m.highestmodseq);
         let recent = if read_only {
-            (i64::MAX, i64::MAX)
+            crate::store::mailboxes::peek_recent(store, mailbox.id).await?
         } else {
             crate::store::mailboxes::claim_recent(store, mailbox.id).await?
         };
@@ -54,13 +56,48 @@ impl Selected {
             .filter(|r| r.uid >= recent.0 && r.uid < recent.1)
             .map(|r| r.uid)
             .collect();
-        Ok(Selected {
+        let mut sel = Selected {
             mailbox,
             read_only,
             rows,
             recent,
             known_modseq,
-        })
+            keywords: Vec::new(),
+        };
+        let rows = std::mem::take(&mut sel.rows);
+        sel.learn_keywords(&rows);
+        sel.rows = rows;
+        Ok(sel)
+    }
+
+    /// Adds the keywords of `rows` not yet announced; true if there were any.
+    pub fn learn_keywords(&mut self, rows: &[MailRow]) -> bool {
+        let before = self.keywords.len();
+        for f in rows.iter().flat_map(|r| r.flags.split_whitespace()) {
+            if !f.starts_with('\\') && wire::is_flag(f) && !self.keywords.iter().any(|k| k == f) {
+                self.keywords.push(f.to_owned());
+            }
+        }
+        self.keywords.sort_unstable();
+        self.keywords.len() != before
+    }
+
+    /// Writes the FLAGS and PERMANENTFLAGS responses: the system flags and every
+    /// keyword in use (RFC 3501 7.2.6), so clients offer them.
+    pub fn write_flag_lists(&self, out: &mut Vec<u8>) {
+        let mut flags = String::from("\\Answered \\Flagged \\Deleted \\Seen \\Draft");
+        for k in &self.keywords {
+            flags.push(' ');
+            flags.push_str(k);
+        }
+        out.extend_from_slice(format!("* FLAGS ({flags})\r\n").as_bytes());
+        if self.read_only {
+            out.extend_from_slice(b"* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n");
+        } else {
+            out.extend_from_slice(
+                format!("* OK [PERMANENTFLAGS ({flags} \\*)] Flags permitted\r\n").as_bytes(),
+            );
+        }
     }
 
     pub fn exists(&self) -> u32 {
@@ -173,20 +210,24 @@ impl Selected {
             }
         });
         if uid {
-            Ok(self
-                .rows
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| in_ranges(&ranges, r.uid))
-                .map(|(i, _)| i)
-                .collect())
+            // Rows are in UID order: each range is found by binary search, so a client
+            // fetching one message at a time from a large mailbox costs log n each.
+            let mut out = Vec::new();
+            for (lo, hi) in ranges {
+                let start = self.rows.partition_point(|r| r.uid < lo);
+                let end = self.rows.partition_point(|r| r.uid <= hi);
+                out.extend(start..end.max(start));
+            }
+            Ok(out)
         } else {
             let n = self.rows.len() as i64;
             if ranges.iter().any(|&(_, hi)| hi > n || hi < 1) {
                 return Err("Invalid message sequence number");
             }
-            Ok((0..self.rows.len())
-                .filter(|&i| in_ranges(&ranges, i as i64 + 1))
+            // Ranges are merged and within 1..=n: positions straight from them.
+            Ok(ranges
+                .into_iter()
+                .flat_map(|(lo, hi)| (lo.max(1) - 1) as usize..hi as usize)
                 .collect())
         }
     }
@@ -215,11 +256,6 @@ pub fn ranges(set: &SequenceSet, value: impl Fn(SeqOrUid) -> i64) -> Vec<(i64, i
         }
     }
     merged
-}
-
-pub fn in_ranges(ranges: &[(i64, i64)], n: i64) -> bool {
-    let i = ranges.partition_point(|&(lo, _)| lo <= n);
-    i > 0 && ranges[i - 1].1 >= n
 }
 
 /// Writes a list of numbers in the compact `1:3,7` form (UIDPLUS's uid-set).
@@ -280,7 +316,6 @@ mod tests {
             SeqOrUid::Asterisk => 20,
         });
         assert_eq!(r, vec![(1, 3), (5, 5), (7, 9), (20, 20)]);
-        assert!(in_ranges(&r, 8) && in_ranges(&r, 1) && !in_ranges(&r, 4) && !in_ranges(&r, 21));
         let mut out = Vec::new();
         write_set(&mut out, &[4, 1, 2, 3, 9]);
         assert_eq!(out, b"1:4,9");

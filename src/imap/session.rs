@@ -212,6 +212,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     return Ok(Next::Message(self.frag.message_bytes().to_vec()));
                 }
             }
+            // Answers to pipelined commands go out together, once input runs dry.
+            self.flush().await?;
             if self.unframed > self.allowance {
                 self.out
                     .extend_from_slice(b"* BYE Command line too long\r\n");
@@ -421,7 +423,9 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                 Flow::Continue
             }
         };
-        conn.flush().await?;
+        if !matches!(flow, Flow::Continue) {
+            conn.flush().await?;
+        }
         match flow {
             Flow::Continue => {}
             Flow::Close => return Ok(None),
@@ -680,6 +684,7 @@ impl Session {
         }
         .to_ascii_lowercase();
         let ip = self.peer.ip();
+        let turn = self.server.custody.password_check_turn().await;
         {
             let mut limits = self
                 .server
@@ -698,6 +703,7 @@ impl Session {
                 .unwrap_or(false);
         if !ok {
             // A short pause makes guessing slower without holding a slot for long.
+            drop(turn);
             tokio::time::sleep(Duration::from_millis(300)).await;
             self.bad_commands += 1;
             return Done::no("Invalid credentials").code("AUTHENTICATIONFAILED");
@@ -707,6 +713,7 @@ impl Session {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .succeeded(ip, &name);
+        drop(turn);
         let (info, identity) = match (custody.user(&name).await, custody.identity(&name).await) {
             (Ok(i), Ok(id)) => (i, id),
             (Err(e), _) | (_, Err(e)) => {
@@ -1244,6 +1251,25 @@ async fn catch_up(
     if allow_expunge {
         user.stale = false;
     }
+    let shown: Vec<MailRow> = found
+        .flag_changes
+        .iter()
+        .map(|(_, r)| r.clone())
+        .chain(
+            sel.rows
+                .iter()
+                .rev()
+                .take(if found.new_messages {
+                    sel.rows.len()
+                } else {
+                    0
+                })
+                .cloned(),
+        )
+        .collect();
+    if sel.learn_keywords(&shown) {
+        sel.write_flag_lists(out);
+    }
     for seq in &found.expunged {
         out.extend_from_slice(format!("* {seq} EXPUNGE\r\n").as_bytes());
     }
@@ -1313,27 +1339,7 @@ async fn select(
         Ok(s) => s,
         Err(e) => return e.into(),
     };
-    let mut keywords: Vec<&str> = sel
-        .rows
-        .iter()
-        .flat_map(|r| r.flags.split_whitespace())
-        .filter(|f| !f.starts_with('\\') && wire::is_flag(f))
-        .collect();
-    keywords.sort_unstable();
-    keywords.dedup();
-    let mut flags = String::from("\\Answered \\Flagged \\Deleted \\Seen \\Draft");
-    for k in &keywords {
-        flags.push(' ');
-        flags.push_str(k);
-    }
-    out.extend_from_slice(format!("* FLAGS ({flags})\r\n").as_bytes());
-    if read_only {
-        out.extend_from_slice(b"* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n");
-    } else {
-        out.extend_from_slice(
-            format!("* OK [PERMANENTFLAGS ({flags} \\*)] Flags permitted\r\n").as_bytes(),
-        );
-    }
+    sel.write_flag_lists(out);
     out.extend_from_slice(format!("* {} EXISTS\r\n", sel.exists()).as_bytes());
     out.extend_from_slice(format!("* {} RECENT\r\n", sel.recent.len()).as_bytes());
     if let Some(i) = sel.rows.iter().position(|r| !has_flag(&r.flags, "\\Seen")) {
@@ -1485,7 +1491,7 @@ async fn search(user: &mut User, key: &SearchKey<'_>, uid: bool, out: &mut Vec<u
     let mut top_modseq = 0;
     for (i, row) in rows.iter().enumerate() {
         let bytes = if needs_message {
-            match user.loader.load(row).await {
+            match user.loader.load(row, &rows[i + 1..]).await {
                 Ok(b) => Some(b),
                 Err(e) => {
                     tracing::warn!(error = %e, uid = row.uid, "cannot open a message for SEARCH");
@@ -1648,7 +1654,12 @@ async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
                     .iter()
                     .any(|i| matches!(i, MessageDataItemName::Rfc822Size)));
         let bytes = if load {
-            match user.loader.load(&row).await {
+            let next: &[MailRow] = user
+                .selected
+                .as_ref()
+                .and_then(|s| s.rows.get(i + 1..))
+                .unwrap_or(&[]);
+            match user.loader.load(&row, next).await {
                 Ok(b) => Some(b),
                 Err(e) => {
                     tracing::warn!(error = %e, uid = row.uid, "cannot open a message for FETCH");
@@ -1913,6 +1924,10 @@ async fn store_flags(
             sel.rows[i].flags = row.flags.clone();
             sel.rows[i].modseq = row.modseq;
         }
+    }
+    // A keyword new to this mailbox is announced before the FETCH that shows it.
+    if sel.learn_keywords(&changed) {
+        sel.write_flag_lists(out);
     }
     let changed: std::collections::HashSet<i64> = changed.iter().map(|r| r.uid).collect();
     let failed_set: std::collections::HashSet<i64> = failed.iter().copied().collect();

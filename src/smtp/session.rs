@@ -651,6 +651,7 @@ impl Session {
             None => creds.username.to_ascii_lowercase(),
         };
         let ip = self.peer.ip();
+        let _turn = self.server.custody.password_check_turn().await;
         let allowed = self
             .server
             .auth_limits

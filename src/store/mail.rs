@@ -437,22 +437,54 @@ pub enum Body {
 
 /// The body of the user's message `message_id`.
 pub async fn body(store: &Store, user_id: i64, message_id: &str) -> Result<Option<Body>> {
-    let lnmp: Option<String> =
-        sqlx::query_scalar("SELECT body FROM inbox WHERE user_id = $1 AND message_id = $2")
-            .bind(user_id)
-            .bind(message_id)
-            .fetch_optional(store.pool())
-            .await?;
-    if let Some(json) = lnmp {
-        return Ok(Some(Body::Lnmp(json)));
+    // One round trip for either kind: a client syncing a mailbox asks for thousands.
+    let (lnmp, stored): (Option<String>, Option<Vec<u8>>) = sqlx::query_as(
+        "SELECT (SELECT body FROM inbox WHERE user_id = $1 AND message_id = $2), \
+         (SELECT sealed FROM stored_mail WHERE user_id = $1 AND message_id = $2)",
+    )
+    .bind(user_id)
+    .bind(message_id)
+    .fetch_one(store.pool())
+    .await?;
+    Ok(match (lnmp, stored) {
+        (Some(json), _) => Some(Body::Lnmp(json)),
+        (None, Some(sealed)) => Some(Body::Stored(sealed)),
+        (None, None) => None,
+    })
+}
+
+/// The bodies of several of the user's messages at once, by message id; ids with no
+/// body are left out.
+pub async fn bodies(
+    store: &Store,
+    user_id: i64,
+    message_ids: &[String],
+) -> Result<std::collections::HashMap<String, Body>> {
+    let mut out = std::collections::HashMap::with_capacity(message_ids.len());
+    for chunk in message_ids.chunks(200) {
+        let list = placeholders(2, chunk.len());
+        let lnmp: Vec<(String, String)> = sqlx::query_as(&format!(
+            "SELECT message_id, body FROM inbox WHERE user_id = $1 AND message_id IN ({list})"
+        ))
+        .bind(user_id)
+        .pipe(|q| chunk.iter().fold(q, |q, id| q.bind(id)))
+        .fetch_all(store.pool())
+        .await?;
+        for (id, json) in lnmp {
+            out.insert(id, Body::Lnmp(json));
+        }
+        let stored: Vec<(String, Vec<u8>)> = sqlx::query_as(&format!(
+            "SELECT message_id, sealed FROM stored_mail WHERE user_id = $1 AND message_id IN ({list})"
+        ))
+        .bind(user_id)
+        .pipe(|q| chunk.iter().fold(q, |q, id| q.bind(id)))
+        .fetch_all(store.pool())
+        .await?;
+        for (id, sealed) in stored {
+            out.entry(id).or_insert(Body::Stored(sealed));
+        }
     }
-    let stored: Option<Vec<u8>> =
-        sqlx::query_scalar("SELECT sealed FROM stored_mail WHERE user_id = $1 AND message_id = $2")
-            .bind(user_id)
-            .bind(message_id)
-            .fetch_optional(store.pool())
-            .await?;
-    Ok(stored.map(Body::Stored))
+    Ok(out)
 }
 
 /// Records the rendered size of a row filed with size -1 (not rendered yet).

@@ -228,6 +228,16 @@ pub async fn claim_recent(store: &Store, mailbox_id: i64) -> Result<(i64, i64)> 
         .await
 }
 
+/// The UIDs `from..to` that are \Recent without taking them (EXAMINE, RFC 3501 6.3.2).
+pub async fn peek_recent(store: &Store, mailbox_id: i64) -> Result<(i64, i64)> {
+    let row: Option<(i64, i64)> =
+        sqlx::query_as("SELECT recent_from, uidnext FROM mailboxes WHERE id = $1")
+            .bind(mailbox_id)
+            .fetch_optional(store.pool())
+            .await?;
+    Ok(row.unwrap_or((i64::MAX, i64::MAX)))
+}
+
 /// How many messages of the mailbox are \Recent (for STATUS).
 pub async fn recent_count(store: &Store, mailbox_id: i64) -> Result<i64> {
     Ok(sqlx::query_scalar(
