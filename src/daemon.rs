@@ -471,6 +471,10 @@ async fn print_banner(config: &Config, running: &Running) -> anyhow::Result<()> 
         };
         println!("  {what} on {addr}");
     }
+    println!(
+        "Mail clients: IMAP and SMTP submission as above; log in with the user's name (or name@{}) and password.",
+        config.server.domain
+    );
     Ok(())
 }
 
