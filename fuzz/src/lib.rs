@@ -407,7 +407,8 @@ pub fn imap_input(data: &[u8]) {
     // imap-codec's parser stops at a nesting depth well below what mail (and Dovecot)
     // can have, so deep answers are checked by the token walk alone.
     assert!(
-        well_formed(&out)
+        out.strip_suffix(b"\r\n")
+            .is_some_and(lnmp_bridge::imap::wire::well_formed)
             && (out.len() > 4096
                 || ResponseCodec::default().decode(&out).is_ok()
                 || depth(&out) > 8),
@@ -459,60 +460,6 @@ pub fn imap_input(data: &[u8]) {
             }
         }
     }
-}
-
-/// Whether an IMAP response line is made of whole tokens: quoted strings with their
-/// escapes, literals of the announced length, atoms, and balanced parentheses, ending
-/// in one CRLF.
-fn well_formed(line: &[u8]) -> bool {
-    let mut depth = 0i64;
-    let mut i = 0;
-    while i < line.len() {
-        match line[i] {
-            b'(' => depth += 1,
-            b')' => {
-                depth -= 1;
-                if depth < 0 {
-                    return false;
-                }
-            }
-            b'"' => {
-                i += 1;
-                while i < line.len() && line[i] != b'"' {
-                    if line[i] == b'\\' {
-                        i += 1;
-                    }
-                    if i < line.len() && matches!(line[i], b'\r' | b'\n' | 0) {
-                        return false;
-                    }
-                    i += 1;
-                }
-                if i >= line.len() {
-                    return false;
-                }
-            }
-            b'{' => {
-                let Some(close) = line[i..].iter().position(|&b| b == b'}') else {
-                    return false;
-                };
-                let Some(n) = std::str::from_utf8(&line[i + 1..i + close])
-                    .ok()
-                    .and_then(|n| n.parse::<usize>().ok())
-                else {
-                    return false;
-                };
-                if line.get(i + close + 1..i + close + 3) != Some(b"\r\n") {
-                    return false;
-                }
-                i += close + 3 + n;
-                continue;
-            }
-            b'\r' | b'\n' => return depth == 0 && &line[i..] == b"\r\n",
-            _ => {}
-        }
-        i += 1;
-    }
-    false
 }
 
 /// The deepest parenthesis nesting of a line (outside strings, roughly).

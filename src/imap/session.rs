@@ -822,6 +822,11 @@ impl Session {
         tag: &Tag<'_>,
         body: CommandBody<'_>,
     ) -> std::io::Result<Done> {
+        // Commands that use CONDSTORE turn it on for the session (RFC 7162 3.1).
+        if enables_condstore(&body) {
+            self.condstore = true;
+        }
+        let condstore = self.condstore;
         let utf8 = self.utf8;
         let server = self.server.clone();
         let State::Authenticated(user) = &mut self.state else {
@@ -835,29 +840,10 @@ impl Session {
                 out.extend_from_slice(b"* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n");
                 Done::ok("Namespace completed")
             }
-            CommandBody::Select {
-                mailbox,
-                parameters,
-            } => {
-                // SELECT (CONDSTORE) turns CONDSTORE on for the session (RFC 7162 3.1.8).
-                if parameters.contains(&SelectParameter::CondStore) {
-                    self.condstore = true;
-                }
-                let State::Authenticated(user) = &mut self.state else {
-                    unreachable!("state checked above")
-                };
+            CommandBody::Select { mailbox, .. } => {
                 select(&store, user, &mailbox, false, utf8, max_name, out).await
             }
-            CommandBody::Examine {
-                mailbox,
-                parameters,
-            } => {
-                if parameters.contains(&SelectParameter::CondStore) {
-                    self.condstore = true;
-                }
-                let State::Authenticated(user) = &mut self.state else {
-                    unreachable!("state checked above")
-                };
+            CommandBody::Examine { mailbox, .. } => {
                 select(&store, user, &mailbox, true, utf8, max_name, out).await
             }
             CommandBody::Unselect => match user.selected.take() {
@@ -1024,12 +1010,6 @@ impl Session {
                             } else {
                                 SearchKey::And(criteria.clone())
                             };
-                            if uses_modseq(&key) {
-                                self.condstore = true;
-                            }
-                            let State::Authenticated(user) = &mut self.state else {
-                                unreachable!("state checked above")
-                            };
                             search(user, &key, uid, out).await
                         }
                     }
@@ -1061,18 +1041,6 @@ impl Session {
                             }
                             new
                         });
-                        // CHANGEDSINCE and the MODSEQ item turn CONDSTORE on (RFC 7162 3.1).
-                        if changed_since.is_some()
-                            || items
-                                .iter()
-                                .any(|i| matches!(i, MessageDataItemName::ModSeq))
-                        {
-                            self.condstore = true;
-                        }
-                        let condstore = self.condstore;
-                        let State::Authenticated(user) = &mut self.state else {
-                            unreachable!("state checked above")
-                        };
                         fetch(
                             &store,
                             user,
@@ -1099,13 +1067,6 @@ impl Session {
                                 StoreModifier::UnchangedSince(n) => *n,
                             })
                             .next();
-                        if unchanged_since.is_some() {
-                            self.condstore = true;
-                        }
-                        let condstore = self.condstore;
-                        let State::Authenticated(user) = &mut self.state else {
-                            unreachable!("state checked above")
-                        };
                         store_flags(
                             &store,
                             user,
@@ -1463,6 +1424,36 @@ async fn expunge(
         store.mail_changed(user.id).await;
     }
     Done::ok("Expunge completed")
+}
+
+/// Whether a command turns CONDSTORE on (RFC 7162 3.1): SELECT/EXAMINE (CONDSTORE),
+/// FETCH with CHANGEDSINCE or the MODSEQ item, STORE with UNCHANGEDSINCE, SEARCH
+/// MODSEQ, STATUS HIGHESTMODSEQ.
+fn enables_condstore(body: &CommandBody<'_>) -> bool {
+    use imap_codec::imap_types::status::StatusDataItemName;
+    match body {
+        CommandBody::Select { parameters, .. } | CommandBody::Examine { parameters, .. } => {
+            parameters.contains(&SelectParameter::CondStore)
+        }
+        CommandBody::Fetch {
+            modifiers,
+            macro_or_item_names,
+            ..
+        } => {
+            modifiers
+                .iter()
+                .any(|m| matches!(m, FetchModifier::ChangedSince(_)))
+                || matches!(macro_or_item_names,
+                    MacroOrMessageDataItemNames::MessageDataItemNames(v)
+                        if v.iter().any(|i| matches!(i, MessageDataItemName::ModSeq)))
+        }
+        CommandBody::Store { modifiers, .. } => !modifiers.is_empty(),
+        CommandBody::Search { criteria, .. } => criteria.as_ref().iter().any(uses_modseq),
+        CommandBody::Status { item_names, .. } => {
+            item_names.contains(&StatusDataItemName::HighestModSeq)
+        }
+        _ => false,
+    }
 }
 
 /// Whether a search program uses MODSEQ (the response then carries the highest).

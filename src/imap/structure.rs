@@ -2557,62 +2557,6 @@ mod tests {
         assert!(p.parts.iter().all(|part| part.depth < MAX_NESTED_PARTS));
     }
 
-    /// Checks that `out` is one well-formed IMAP value: balanced parentheses outside
-    /// strings, quoted strings closed, literals as long as they say.
-    fn well_formed(out: &[u8]) -> bool {
-        let mut depth = 0i64;
-        let mut i = 0;
-        while i < out.len() {
-            match out[i] {
-                b'(' => depth += 1,
-                b')' => {
-                    depth -= 1;
-                    if depth < 0 {
-                        return false;
-                    }
-                }
-                b'"' => {
-                    i += 1;
-                    while i < out.len() && out[i] != b'"' {
-                        if matches!(out[i], b'\r' | b'\n' | 0) || out[i] >= 0x80 {
-                            return false;
-                        }
-                        if out[i] == b'\\' {
-                            i += 1;
-                        }
-                        i += 1;
-                    }
-                    if i >= out.len() {
-                        return false;
-                    }
-                }
-                b'{' => {
-                    let Some(close) = out[i..].iter().position(|&b| b == b'}') else {
-                        return false;
-                    };
-                    let Ok(n) = std::str::from_utf8(&out[i + 1..i + close])
-                        .unwrap_or("x")
-                        .parse::<usize>()
-                    else {
-                        return false;
-                    };
-                    if out.get(i + close + 1..i + close + 3) != Some(b"\r\n") {
-                        return false;
-                    }
-                    i += close + 3 + n;
-                    if i > out.len() {
-                        return false;
-                    }
-                    continue;
-                }
-                b'\r' | b'\n' => return false,
-                _ => {}
-            }
-            i += 1;
-        }
-        depth == 0
-    }
-
     const SECTIONS: &[&str] = &[
         "BODY[]",
         "BODY[HEADER]",
@@ -2634,7 +2578,7 @@ mod tests {
         let mut out = Vec::new();
         p.envelope(&mut out);
         assert!(
-            well_formed(&out),
+            crate::imap::wire::well_formed(&out),
             "ENVELOPE {:?} of {:?}",
             show(&out),
             show(raw)
@@ -2643,7 +2587,7 @@ mod tests {
             out.clear();
             p.body_structure(&mut out, extended);
             assert!(
-                well_formed(&out),
+                crate::imap::wire::well_formed(&out),
                 "BODYSTRUCTURE {:?} of {:?}",
                 show(&out),
                 show(raw)

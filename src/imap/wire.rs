@@ -72,6 +72,63 @@ fn is_astring_char(b: u8) -> bool {
     b > 0x20 && b < 0x7f && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\')
 }
 
+/// Whether `out` is well-formed IMAP response text without its final CRLF: balanced
+/// parentheses outside strings, quoted strings closed and 7-bit, literals as long as
+/// they say. The check the tests and the fuzz target hold rendered answers to.
+pub fn well_formed(out: &[u8]) -> bool {
+    let mut depth = 0i64;
+    let mut i = 0;
+    while i < out.len() {
+        match out[i] {
+            b'(' => depth += 1,
+            b')' => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            b'"' => {
+                i += 1;
+                while i < out.len() && out[i] != b'"' {
+                    if matches!(out[i], b'\r' | b'\n' | 0) || out[i] >= 0x80 {
+                        return false;
+                    }
+                    if out[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                if i >= out.len() {
+                    return false;
+                }
+            }
+            b'{' => {
+                let Some(close) = out[i..].iter().position(|&b| b == b'}') else {
+                    return false;
+                };
+                let Ok(n) = std::str::from_utf8(&out[i + 1..i + close])
+                    .unwrap_or("x")
+                    .parse::<usize>()
+                else {
+                    return false;
+                };
+                if out.get(i + close + 1..i + close + 3) != Some(b"\r\n") {
+                    return false;
+                }
+                i += close + 3 + n;
+                if i > out.len() {
+                    return false;
+                }
+                continue;
+            }
+            b'\r' | b'\n' => return false,
+            _ => {}
+        }
+        i += 1;
+    }
+    depth == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
