@@ -45,6 +45,7 @@ pub struct Config {
     pub pricing: Pricing,
     pub smtp: Smtp,
     pub imap: Imap,
+    pub outbound: Outbound,
     pub dns: Dns,
     pub log: Log,
     pub limits: Limits,
@@ -454,6 +455,88 @@ impl Default for Imap {
     }
 }
 
+/// How the smarthost connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SmarthostTls {
+    /// Plain connection upgraded with STARTTLS, which must succeed (port 587).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No TLS: only for a smarthost on loopback.
+    None,
+}
+
+/// How much TLS mail to a recipient's MX insists on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MxTls {
+    /// STARTTLS when offered, certificate not checked (RFC 7435, Postfix's `may`).
+    #[default]
+    Opportunistic,
+    /// STARTTLS with a valid certificate for the MX host name, or no delivery.
+    Required,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Outbound {
+    /// Send everything through this host ("host:port") instead of the recipients' MX.
+    pub smarthost: String,
+    pub smarthost_tls: SmarthostTls,
+    /// AUTH at the smarthost (PLAIN or LOGIN, over TLS); empty for none.
+    pub smarthost_username: String,
+    pub smarthost_password: String,
+    /// PEM certificates trusted besides the public roots (a smarthost's own CA).
+    pub tls_ca_file: PathBuf,
+    /// The port of recipients' MX hosts; 25 except in tests.
+    pub mx_port: u16,
+    pub mx_tls: MxTls,
+    /// How long a message is retried before it is returned to its sender.
+    pub lifetime_hours: u64,
+    /// The first retry's delay; each later one doubles, up to `retry_max_seconds`.
+    pub retry_base_seconds: u64,
+    pub retry_max_seconds: u64,
+    /// Deliveries in progress at once.
+    pub max_parallel: usize,
+    /// Seconds allowed for connecting and for each SMTP command.
+    pub timeout_seconds: u64,
+    /// How often the queue is looked at for work another node (or the CLI) left.
+    pub poll_seconds: u64,
+    /// Mail that has passed more hops than this (Received fields) is not forwarded,
+    /// and the MX refuses it as a loop.
+    pub max_hops: usize,
+    /// The local part of reply addresses (`reply+<token>@domain`); no user may have it.
+    pub reply_local_part: String,
+    /// Where the DKIM keys are (`<selector>.rsa.pem`, `<selector>.ed25519.pem`);
+    /// empty means `dkim/` in the data folder. Mail leaves unsigned without keys.
+    pub dkim_dir: PathBuf,
+}
+
+impl Default for Outbound {
+    fn default() -> Self {
+        Outbound {
+            smarthost: String::new(),
+            smarthost_tls: SmarthostTls::Starttls,
+            smarthost_username: String::new(),
+            smarthost_password: String::new(),
+            tls_ca_file: PathBuf::new(),
+            mx_port: 25,
+            mx_tls: MxTls::Opportunistic,
+            lifetime_hours: 120,
+            retry_base_seconds: 300,
+            retry_max_seconds: 3600,
+            max_parallel: 8,
+            timeout_seconds: 300,
+            poll_seconds: 15,
+            max_hops: 25,
+            reply_local_part: "reply".into(),
+            dkim_dir: PathBuf::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Dns {
@@ -605,6 +688,8 @@ impl Config {
         resolve(&mut self.tls.cert_file);
         resolve(&mut self.tls.key_file);
         resolve(&mut self.relay_client.ca_file);
+        resolve(&mut self.outbound.tls_ca_file);
+        resolve(&mut self.outbound.dkim_dir);
     }
 
     /// Checks every rule a TOML type cannot express.
@@ -785,6 +870,20 @@ impl Config {
             ("imap.auth_window_seconds", self.imap.auth_window_seconds),
             ("imap.max_mailboxes", u64::from(self.imap.max_mailboxes)),
             ("dns.timeout_seconds", self.dns.timeout_seconds),
+            ("outbound.lifetime_hours", self.outbound.lifetime_hours),
+            (
+                "outbound.retry_base_seconds",
+                self.outbound.retry_base_seconds,
+            ),
+            (
+                "outbound.retry_max_seconds",
+                self.outbound.retry_max_seconds,
+            ),
+            ("outbound.max_parallel", self.outbound.max_parallel as u64),
+            ("outbound.timeout_seconds", self.outbound.timeout_seconds),
+            ("outbound.poll_seconds", self.outbound.poll_seconds),
+            ("outbound.max_hops", self.outbound.max_hops as u64),
+            ("outbound.mx_port", u64::from(self.outbound.mx_port)),
         ] {
             if v == 0 {
                 return Err(invalid(key, "must be at least 1"));
@@ -829,6 +928,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_outbound()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", e.to_string()))?;
         if self.limits.http_request_timeout_seconds == 0 {
@@ -841,6 +941,65 @@ impl Config {
             return Err(invalid("limits.http_max_connections", "must be at least 1"));
         }
         Ok(())
+    }
+
+    fn validate_outbound(&self) -> Result<(), ConfigError> {
+        let o = &self.outbound;
+        if !o.smarthost.is_empty() {
+            let Some((host, port)) = o.smarthost.rsplit_once(':') else {
+                return Err(invalid("outbound.smarthost", "must be host:port"));
+            };
+            if port.parse::<u16>().map_or(true, |p| p == 0) {
+                return Err(invalid("outbound.smarthost", "the port must be 1-65535"));
+            }
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            if host.parse::<std::net::IpAddr>().is_err() {
+                validate_domain(host).map_err(|p| invalid("outbound.smarthost", p))?;
+            }
+            let loopback = host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if o.smarthost_tls == SmarthostTls::None && !loopback {
+                return Err(invalid(
+                    "outbound.smarthost_tls",
+                    "\"none\" is only for a smarthost on loopback: mail and passwords would cross the network in plaintext",
+                ));
+            }
+        }
+        if o.smarthost_username.is_empty() != o.smarthost_password.is_empty() {
+            return Err(invalid(
+                "outbound.smarthost_password",
+                "set both smarthost_username and smarthost_password, or neither",
+            ));
+        }
+        if o.retry_max_seconds < o.retry_base_seconds {
+            return Err(invalid(
+                "outbound.retry_max_seconds",
+                "must be at least retry_base_seconds",
+            ));
+        }
+        let lp = &o.reply_local_part;
+        if lp.is_empty()
+            || !lp
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        {
+            return Err(invalid(
+                "outbound.reply_local_part",
+                "must be lowercase letters, digits, '-' or '.'",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The folder of the domain's DKIM keys.
+    pub fn dkim_dir(&self) -> PathBuf {
+        if self.outbound.dkim_dir.as_os_str().is_empty() {
+            self.server.data_dir.join("dkim")
+        } else {
+            self.outbound.dkim_dir.clone()
+        }
     }
 
     pub fn database_url(&self) -> String {

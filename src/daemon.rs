@@ -185,6 +185,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         outbox,
         CourierSettings::from_config(&config),
     ));
+    start_outbound(
+        &config,
+        &custody,
+        &blobs,
+        courier.clone(),
+        &tasks,
+        &shutdown,
+    )?;
     let smtp_bound = start_smtp(
         &config,
         &custody,
@@ -217,6 +225,36 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         tasks,
         grace: Duration::from_secs(config.limits.shutdown_grace_seconds + 5),
     })
+}
+
+/// Starts the outbound worker: the SMTP queue, forwards, mail to email senders, DSNs.
+fn start_outbound(
+    config: &Config,
+    custody: &Custody,
+    blobs: &crate::blob::BlobStore,
+    courier: Arc<Courier>,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let dns = Arc::new(smtp::verify::authenticator(&config.dns)?);
+    let transport =
+        crate::outbound::transport::Transport::new(&config.outbound, &config.server.hostname, dns)?;
+    let dkim_dir = config.dkim_dir();
+    let signer = crate::dkim::Signer::load(&dkim_dir, &config.server.domain)?;
+    if signer.selectors().is_empty() {
+        tracing::warn!(
+            dir = %dkim_dir.display(),
+            "no DKIM keys: outgoing mail leaves unsigned and will fail DMARC (quickstart makes keys)"
+        );
+    }
+    let settings = crate::outbound::Settings::from_config(config);
+    let bridge =
+        crate::outbound::bridge::Bridge::new(custody.clone(), blobs.clone(), settings.clone());
+    let outbound = Arc::new(crate::outbound::Outbound::new(
+        transport, signer, courier, bridge, settings,
+    ));
+    tasks.spawn(outbound.run(shutdown.clone()));
+    Ok(())
 }
 
 /// Binds the IMAP listeners and starts a server on each.
@@ -283,6 +321,7 @@ async fn start_smtp(
             hostname: config.server.hostname.clone(),
             domain: config.server.domain.clone(),
             smtp: config.smtp.clone(),
+            max_hops: config.outbound.max_hops,
         },
         custody.clone(),
         courier,

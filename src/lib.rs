@@ -16,6 +16,7 @@ pub mod imap;
 pub mod lnmp;
 pub mod metrics;
 pub mod net;
+pub mod outbound;
 pub mod quickstart;
 pub mod ratelimit;
 pub mod relay;

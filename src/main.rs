@@ -67,6 +67,21 @@ enum Command {
     /// Be an LNMP user from the command line, with a key file of your own.
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Look at the queue of mail leaving for the email world.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// List recipients not yet delivered (queued or failed); --all includes sent ones.
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Make every queued recipient due now; the daemon tries them within
+    /// outbound.poll_seconds.
+    Flush,
 }
 
 #[derive(Args)]
@@ -174,6 +189,17 @@ enum UserCommand {
         name: String,
         #[command(flatten)]
         compose: Compose,
+    },
+    /// Send everything that reaches the user's INBOX to an email address too; replies
+    /// from that address come back as the user's LNMP mail.
+    Forward {
+        name: String,
+        /// The address to forward to.
+        #[arg(required_unless_present = "off", conflicts_with = "off")]
+        address: Option<String>,
+        /// Stop forwarding.
+        #[arg(long)]
+        off: bool,
     },
     /// Show the LNMP messages in the user's inbox, opened with their key.
     Inbox {
@@ -414,6 +440,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             c.store().close().await;
             result?;
         }
+        Command::Queue(cmd) => {
+            let c = custody::open(&setup(config_path, log_format)?).await?;
+            let result = queue(&c, cmd).await;
+            c.store().close().await;
+            result?;
+        }
         Command::Pricing(cmd) => {
             let c = custody::open(&setup(config_path, log_format)?).await?;
             let result = pricing(&c, cmd).await;
@@ -459,7 +491,23 @@ async fn user(c: &Custody, config: &Config, cmd: UserCommand) -> anyhow::Result<
         }
         UserCommand::List => {
             for u in c.list_users().await? {
-                println!("{:<20} {:<36} {}", u.username, u.email, u.address);
+                let forward = lnmp_bridge::store::users::get(c.store(), &u.username)
+                    .await?
+                    .and_then(|r| r.forward_to)
+                    .map(|f| format!("  forwards to {f}"))
+                    .unwrap_or_default();
+                println!("{:<20} {:<36} {}{forward}", u.username, u.email, u.address);
+            }
+        }
+        UserCommand::Forward { name, address, off } => {
+            let address = if off { None } else { address };
+            c.set_forward(&name, address.as_deref()).await?;
+            match address {
+                Some(a) => println!(
+                    "{name}'s INBOX is forwarded to {}",
+                    a.trim().to_ascii_lowercase()
+                ),
+                None => println!("{name}'s INBOX is not forwarded"),
             }
         }
         UserCommand::Passwd {
@@ -531,6 +579,43 @@ async fn user(c: &Custody, config: &Config, cmd: UserCommand) -> anyhow::Result<
                 let m = Message::from_json(json.as_bytes(), &Limits::default())?;
                 print_message(&m, &identity);
             }
+        }
+    }
+    Ok(())
+}
+
+async fn queue(c: &Custody, cmd: QueueCommand) -> anyhow::Result<()> {
+    use lnmp_bridge::store::outbound;
+    match cmd {
+        QueueCommand::List { all } => {
+            let now = lnmp_bridge::store::now();
+            let rows = outbound::list(c.store(), all).await?;
+            for r in &rows {
+                let detail = match (r.state.as_str(), &r.last_error) {
+                    ("queued", Some(e)) => {
+                        format!("next in {}s; last: {e}", (r.next_attempt_at - now).max(0))
+                    }
+                    ("queued", None) => "due now".to_owned(),
+                    (_, Some(e)) => e.clone(),
+                    (_, None) => String::new(),
+                };
+                let from = if r.mail_from.is_empty() {
+                    "<>"
+                } else {
+                    &r.mail_from
+                };
+                println!(
+                    "{} {} attempts={} {} from {from} {detail}",
+                    r.id, r.state, r.attempts, r.recipient
+                );
+            }
+            if rows.is_empty() {
+                println!("the queue is empty");
+            }
+        }
+        QueueCommand::Flush => {
+            let n = outbound::flush(c.store(), lnmp_bridge::store::now()).await?;
+            println!("{n} recipients due now");
         }
     }
     Ok(())

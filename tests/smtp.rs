@@ -340,7 +340,7 @@ async fn users_submit_to_local_users_and_to_the_email_world() {
     assert_eq!(bob[1].1.subject.as_deref(), Some("over implicit TLS"));
     assert_eq!(bob[0].1.body.trim(), "hello Bob");
 
-    let queued = store::outbound::queued(b.store()).await.unwrap();
+    let queued = store::outbound::list(b.store(), true).await.unwrap();
     assert_eq!(queued.len(), 2);
     assert!(
         queued

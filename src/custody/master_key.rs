@@ -56,6 +56,8 @@ pub enum Purpose {
     Check,
     /// Identities of legacy email senders, derived from their address.
     LegacySender,
+    /// Tokens of reply addresses.
+    ReplyRoute,
 }
 
 impl Purpose {
@@ -64,6 +66,7 @@ impl Purpose {
             Purpose::Seed => b"lnmp-bridge/v1/seed",
             Purpose::Check => b"lnmp-bridge/v1/check",
             Purpose::LegacySender => b"lnmp-bridge/v1/legacy-sender",
+            Purpose::ReplyRoute => b"lnmp-bridge/v1/reply-route",
         }
     }
 }

@@ -53,6 +53,8 @@ pub struct Custody {
     domain: String,
     relay_url: String,
     pricing: crate::config::Pricing,
+    /// The local part of reply addresses, which no user may take.
+    reply_local_part: String,
     /// Password checks running at once: each Argon2id check takes 19 MiB and a core,
     /// so a burst of logins waits here instead of taking memory without bound.
     checks: Arc<tokio::sync::Semaphore>,
@@ -100,6 +102,7 @@ pub async fn open(config: &Config) -> Result<Custody> {
         domain: config.server.domain.clone(),
         relay_url: config.relay_url(),
         pricing: config.pricing.clone(),
+        reply_local_part: config.outbound.reply_local_part.clone(),
         checks: Arc::new(tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         )),
@@ -197,6 +200,11 @@ impl Custody {
     pub async fn add_user(&self, username: &str, password: &str) -> Result<UserInfo> {
         crate::lnmp::address::validate_username(username)
             .map_err(|e| CustodyError::Invalid(format!("user name {username:?}: {e}")))?;
+        if username.eq_ignore_ascii_case(&self.reply_local_part) {
+            return Err(CustodyError::Invalid(format!(
+                "user name {username:?} is reserved for reply addresses (outbound.reply_local_part)"
+            )));
+        }
         let password_hash = hash_blocking(password).await?;
         let seed = Seed::generate(&mut rand_core::OsRng);
         let (pubkey, sealed_seed) = self.seal_seed(&seed);
@@ -249,6 +257,69 @@ impl Custody {
             input.push(counter);
         }
         unreachable!("a valid key is found within 256 tries")
+    }
+
+    /// The local part of reply addresses.
+    pub fn reply_local_part(&self) -> &str {
+        &self.reply_local_part
+    }
+
+    /// The token of the reply address through which `replier` answers `peer_key`:
+    /// derived from the master key, so it is the same every time and cannot be
+    /// guessed. 26 lowercase base32 characters (130 bits), since mail systems may
+    /// change the case of a local part.
+    pub fn reply_token(
+        &self,
+        replier: &crate::store::reply_routes::Replier,
+        peer_key: &str,
+    ) -> String {
+        use crate::store::reply_routes::Replier;
+        let input = match replier {
+            Replier::User(id) => format!("user:{id}:{peer_key}"),
+            Replier::Legacy(a) => format!("legacy:{}:{peer_key}", a.to_ascii_lowercase()),
+        };
+        let bytes = self.master.derive(Purpose::ReplyRoute, input.as_bytes());
+        const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+        let mut out = String::with_capacity(26);
+        let (mut acc, mut bits) = (0u32, 0u32);
+        for &b in bytes.iter().take(17) {
+            acc = (acc << 8) | u32::from(b);
+            bits += 8;
+            while bits >= 5 && out.len() < 26 {
+                bits -= 5;
+                out.push(ALPHABET[((acc >> bits) & 31) as usize] as char);
+            }
+        }
+        out
+    }
+
+    /// Sets or clears a user's forward address (an email address outside this domain).
+    pub async fn set_forward(&self, username: &str, address: Option<&str>) -> Result<()> {
+        let address = match address {
+            None => None,
+            Some(a) => {
+                let a = a.trim().to_ascii_lowercase();
+                let valid = a.rsplit_once('@').is_some_and(|(l, d)| {
+                    !l.is_empty()
+                        && d.contains('.')
+                        && a.bytes()
+                            .all(|b| b.is_ascii_graphic() && !b"<>()[],;:\\\"".contains(&b))
+                });
+                if !valid {
+                    return Err(CustodyError::Invalid(format!(
+                        "{a:?} is not an email address"
+                    )));
+                }
+                if a.rsplit_once('@').is_some_and(|(_, d)| d == self.domain) {
+                    return Err(CustodyError::Invalid(format!(
+                        "{a} is an address of this domain; forwarding is for mail elsewhere"
+                    )));
+                }
+                Some(a)
+            }
+        };
+        users::set_forward(&self.store, username, address).await?;
+        Ok(())
     }
 
     pub async fn user(&self, username: &str) -> Result<UserInfo> {

@@ -19,7 +19,7 @@
 use crate::blob::BlobStore;
 use crate::convert::{self, ConvertOptions, Converted, Origin};
 use crate::custody::{Custody, UserInfo};
-use crate::lnmp::{Address, Draft, Identity, Kind, Message, Priority, PublicKey};
+use crate::lnmp::{Draft, Identity, Kind, Message, Priority, PublicKey};
 use crate::relay::outbox::Outbox;
 use crate::relay::server::Relay;
 use crate::store::{self, Store};
@@ -47,12 +47,26 @@ pub enum Route {
     Local(UserInfo),
     /// An LNMP address elsewhere, looked up and checked: its key and relays.
     Lnmp {
-        address: Address,
         pubkey: PublicKey,
         relays: Vec<String>,
     },
     /// An email address outside LNMP.
     Email(String),
+    /// A reply address of ours: the answer goes back over LNMP (see outbound/).
+    Reply(crate::store::reply_routes::ReplyRoute),
+}
+
+/// Who is told that mail could not be delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportTo {
+    /// A user of this domain, in their INBOX.
+    User(i64),
+    /// An LNMP key: a local user's, or one elsewhere reached through these relays.
+    Key {
+        key: String,
+        relays: Vec<String>,
+    },
+    Nobody,
 }
 
 /// A message from the email world, as the MX accepted it.
@@ -67,6 +81,10 @@ pub struct BridgedMail<'a> {
     pub authentication_results: Option<String>,
     /// Local recipients with the mailbox each copy is filed in.
     pub recipients: Vec<(UserInfo, &'static str)>,
+    /// LNMP keys elsewhere, with the relays to publish to.
+    pub remote: Vec<(PublicKey, Vec<String>)>,
+    /// Failed outbound recipients this mail reports, marked so in the same commit.
+    pub reported: Vec<i64>,
 }
 
 /// What the courier needs from the config.
@@ -88,7 +106,7 @@ impl CourierSettings {
                 ..ConvertOptions::default()
             },
             retention: Duration::from_secs(u64::from(c.relay.retention_days) * 86_400),
-            outbound_lifetime: Duration::from_secs(5 * 86_400),
+            outbound_lifetime: Duration::from_secs(c.outbound.lifetime_hours * 3600),
         }
     }
 }
@@ -123,6 +141,10 @@ impl Courier {
             outbox,
             settings,
         }
+    }
+
+    pub fn custody(&self) -> &Custody {
+        &self.custody
     }
 
     pub fn blobs(&self) -> &BlobStore {
@@ -176,6 +198,7 @@ impl Courier {
         let mut batch = Batch {
             size: mail.raw.len() as i64,
             legacy_sender: Some((sender.public_key().to_hex(), sender_address)),
+            reported: mail.reported.clone(),
             ..Batch::default()
         };
         for (user, mailbox) in &mail.recipients {
@@ -187,7 +210,52 @@ impl Courier {
             )?;
             self.add(&mut batch, message, vec![(user.id, *mailbox)], Vec::new());
         }
+        for (key, relays) in &mail.remote {
+            let message = Self::seal(
+                &sender,
+                vec![*key],
+                &converted.content,
+                vec![self.custody.relay_url().to_owned()],
+            )?;
+            self.add(&mut batch, message, Vec::new(), relays.clone());
+        }
         self.commit(batch).await
+    }
+
+    /// Delivers a report (a DSN, as mail from the email world) to `to`; false when
+    /// there is nobody to deliver it to, so the caller marks it done.
+    pub async fn deliver_report(
+        &self,
+        mut mail: BridgedMail<'_>,
+        to: ReportTo,
+    ) -> Result<bool, DeliveryError> {
+        match to {
+            ReportTo::Nobody => return Ok(false),
+            ReportTo::User(id) => match store::users::get_by_id(self.store(), id).await? {
+                Some(row) => mail
+                    .recipients
+                    .push((self.custody.user(&row.username).await?, "INBOX")),
+                None => return Ok(false),
+            },
+            ReportTo::Key { key, relays } => {
+                match store::users::get_by_pubkey(self.store(), &key).await? {
+                    Some(row) => mail
+                        .recipients
+                        .push((self.custody.user(&row.username).await?, "INBOX")),
+                    None => {
+                        let Ok(pubkey) = key.parse::<PublicKey>() else {
+                            return Ok(false);
+                        };
+                        if relays.is_empty() {
+                            return Ok(false);
+                        }
+                        mail.remote.push((pubkey, relays));
+                    }
+                }
+            }
+        }
+        self.deliver_bridged(mail).await?;
+        Ok(true)
     }
 
     /// Delivers mail a user submitted: local users get it in their inbox, LNMP
@@ -211,7 +279,7 @@ impl Courier {
         };
         let lnmp: Vec<&(String, Route)> = routes
             .iter()
-            .filter(|(_, r)| !matches!(r, Route::Email(_)))
+            .filter(|(_, r)| !matches!(r, Route::Email(_) | Route::Reply(_)))
             .collect();
         if !lnmp.is_empty() {
             let mut converted = convert::from_mime(raw, Origin::Native, &self.settings.convert)?;
@@ -246,7 +314,7 @@ impl Courier {
                             union(&mut remote_relays, relays);
                             *pubkey
                         }
-                        Route::Email(_) => continue,
+                        Route::Email(_) | Route::Reply(_) => continue,
                     };
                     if !keys.contains(&key) {
                         keys.push(key);
@@ -277,6 +345,7 @@ impl Courier {
                 raw: without_bcc(raw),
                 created_at: now,
                 expires_at: now.saturating_add(self.settings.outbound_lifetime.as_secs() as i64),
+                origin: store::outbound::Origin::Submission,
             });
         }
         self.commit(batch).await.map(|_| ())
@@ -354,12 +423,16 @@ impl Courier {
                     if let Some(o) = &b.outbound {
                         store::outbound::enqueue_in(c, o).await?;
                     }
+                    store::outbound::mark_reported_in(c, &b.reported).await?;
                     Ok(())
                 })
             }))
             .await?;
         if !batch.outbox.is_empty() {
             self.outbox.wake();
+        }
+        if batch.outbound.is_some() {
+            self.store().work_queued();
         }
         let mut users: Vec<i64> = batch
             .copies
@@ -387,23 +460,7 @@ impl Courier {
 /// The message with every Bcc header field (and its folded lines) taken out of the
 /// header section; the body is untouched.
 fn without_bcc(raw: &[u8]) -> Vec<u8> {
-    let header_end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(raw.len(), |i| i + 2);
-    let mut out = Vec::with_capacity(raw.len());
-    let mut dropping = false;
-    for line in raw[..header_end].split_inclusive(|&b| b == b'\n') {
-        let folded = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
-        if !folded {
-            dropping = line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"bcc:");
-        }
-        if !dropping {
-            out.extend_from_slice(line);
-        }
-    }
-    out.extend_from_slice(&raw[header_end..]);
-    out
+    crate::outbound::headers::remove_fields(raw, &["Bcc"])
 }
 
 /// Adds the URLs of `more` missing from `into`.
@@ -426,6 +483,8 @@ struct Batch {
     /// (message id, JSON, relays, expiry) for the relay outbox.
     outbox: Vec<(String, String, Vec<String>, i64)>,
     outbound: Option<store::outbound::NewOutbound>,
+    /// Failed outbound recipients this batch reports.
+    reported: Vec<i64>,
 }
 
 /// Commits one local copy to the embedded relay's store (which files the users' LNMP
@@ -446,6 +505,7 @@ async fn file_local(
                 received_at: now,
                 expires_at: now.saturating_add(retention),
                 local_recipients: user_ids,
+                legacy_recipients: Vec::new(),
                 file_in_inbox: false,
             };
             store::relay::insert_in(c, &incoming).await?;

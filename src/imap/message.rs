@@ -115,7 +115,7 @@ impl Loader {
                 .open(&row.message_id, &sealed)
                 .map_err(|e| LoadError::Open(e.to_string()))?
                 .to_vec(),
-            Body::Lnmp(json) => self.render_lnmp(&json).await?,
+            Body::Lnmp(json) => self.render(&json).await?,
         };
         let bytes = Arc::new(bytes);
         if row.size < 0 {
@@ -139,7 +139,9 @@ impl Loader {
         Ok(bytes)
     }
 
-    async fn render_lnmp(&self, json: &str) -> Result<Vec<u8>, LoadError> {
+    /// An LNMP message of the user's as its client sees it: bridged mail's raw copy,
+    /// native mail rendered (the forwarder sends the same bytes).
+    pub async fn render(&self, json: &str) -> Result<Vec<u8>, LoadError> {
         let limits = Limits::default();
         let message = Message::from_json(json.as_bytes(), &limits)
             .map_err(|e| LoadError::Open(e.to_string()))?;
@@ -175,7 +177,7 @@ impl Loader {
     }
 
     /// An attachment's bytes, or None when its blob is not here.
-    async fn file(
+    pub async fn file(
         &self,
         file: &crate::lnmp::blob::FileAttachment,
     ) -> Result<Option<Vec<u8>>, LoadError> {

@@ -11,7 +11,7 @@
 //! (SMTP, the relay, other sessions, other daemons) through `store::changes`.
 
 mod folders;
-mod message;
+pub mod message;
 mod names;
 pub mod search;
 mod selected;

@@ -5,13 +5,15 @@
 use crate::config::RelayAccept;
 use crate::lnmp::frame::{Reason, ReasonCode};
 use crate::lnmp::{Message, RelayFrame};
-use crate::store::{Store, users};
+use crate::store::{Store, legacy, users};
 use futures_util::future::BoxFuture;
 
 pub enum GateVerdict {
-    /// Store it; these local users (by id) get it in their inbox.
+    /// Store it; these local users (by id) get it in their inbox, and it leaves as
+    /// email for these derived keys of email senders.
     Accept {
         local_recipients: Vec<i64>,
+        legacy_recipients: Vec<String>,
     },
     Refuse(Reason),
     /// The sender must pay this INVOICE first.
@@ -50,20 +52,40 @@ impl Gate for AcceptGate {
                 }
             };
             let sender = m.from.to_hex();
+            let to: Vec<String> = m.to.iter().map(|k| k.to_hex()).collect();
+            let legacy_recipients = match legacy::known_keys(&self.store, &to).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot look up email senders");
+                    return GateVerdict::Refuse(Reason::new(
+                        ReasonCode::Error,
+                        "storage unavailable; try again",
+                    ));
+                }
+            };
             let local_recipients: Vec<i64> = local
                 .iter()
                 .filter(|(_, k)| m.to.iter().any(|t| t.to_hex() == *k))
                 .map(|(id, _)| *id)
                 .collect();
-            let sender_is_local = local.iter().any(|(_, k)| *k == sender);
-            if self.accept == RelayAccept::Local && local_recipients.is_empty() && !sender_is_local
+            // The bridge's own senders (email senders' derived keys) count as local: what
+            // they publish is mail this domain accepted from the email world.
+            let sender_is_local = local.iter().any(|(_, k)| *k == sender)
+                || matches!(legacy::known_keys(&self.store, std::slice::from_ref(&sender)).await, Ok(k) if !k.is_empty());
+            if self.accept == RelayAccept::Local
+                && local_recipients.is_empty()
+                && legacy_recipients.is_empty()
+                && !sender_is_local
             {
                 return GateVerdict::Refuse(Reason::new(
                     ReasonCode::Restricted,
                     "this relay only takes mail from or to its own users",
                 ));
             }
-            GateVerdict::Accept { local_recipients }
+            GateVerdict::Accept {
+                local_recipients,
+                legacy_recipients,
+            }
         })
     }
 }

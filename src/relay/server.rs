@@ -182,8 +182,11 @@ impl Relay {
                 return refuse(ReasonCode::Error, "storage unavailable; try again".into());
             }
         }
-        let local_recipients = match self.gate.check(&message).await {
-            GateVerdict::Accept { local_recipients } => local_recipients,
+        let (local_recipients, legacy_recipients) = match self.gate.check(&message).await {
+            GateVerdict::Accept {
+                local_recipients,
+                legacy_recipients,
+            } => (local_recipients, legacy_recipients),
             GateVerdict::Refuse(reason) => {
                 return vec![RelayFrame::Ok {
                     id,
@@ -208,6 +211,7 @@ impl Relay {
         let expires_at = message.expiry.map_or(retention_end, |e| {
             retention_end.min(i64::try_from(e).unwrap_or(i64::MAX))
         });
+        let has_legacy = !legacy_recipients.is_empty();
         let delivery = Arc::new(Delivery {
             message: message.clone(),
             json: json.clone(),
@@ -218,6 +222,7 @@ impl Relay {
             received_at,
             expires_at,
             local_recipients: local_recipients.clone(),
+            legacy_recipients,
             file_in_inbox: true,
         };
         match store::relay::insert(&self.store, incoming).await {
@@ -232,6 +237,9 @@ impl Relay {
         }
         for user in local_recipients {
             self.store.mail_changed(user).await;
+        }
+        if has_legacy {
+            self.store.work_queued();
         }
         self.hub.deliver(delivery);
         vec![RelayFrame::Ok {

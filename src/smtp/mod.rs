@@ -7,6 +7,7 @@
 //! [`Admission`] decision (the paywall's seam) come between the end of DATA and the
 //! commit, so mail is refused inside the session rather than bounced later.
 
+mod answer;
 pub mod data;
 mod recipient;
 pub mod reply;
@@ -89,6 +90,8 @@ pub struct SmtpSettings {
     pub hostname: String,
     pub domain: String,
     pub smtp: crate::config::Smtp,
+    /// Mail with more Received fields than this is refused as a loop.
+    pub max_hops: usize,
 }
 
 pub struct SmtpServer {

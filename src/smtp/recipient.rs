@@ -86,6 +86,29 @@ pub async fn route(
         return Err(Reply::new(501, "5.1.3", "bad recipient address syntax"));
     }
     if domain == custody.domain() || domain == hostname {
+        let prefix = format!("{}+", custody.reply_local_part());
+        let lower = local.to_ascii_lowercase();
+        if let Some(token) = lower.strip_prefix(&prefix) {
+            if authenticated.is_some() {
+                return Err(Reply::new(
+                    550,
+                    "5.7.1",
+                    format!("<{addr}>: reply addresses take mail from the email world only"),
+                ));
+            }
+            return match crate::store::reply_routes::get(custody.store(), token).await {
+                Ok(Some(r)) => Ok(Route::Reply(r)),
+                Ok(None) => Err(unknown(addr)),
+                Err(e) => {
+                    tracing::error!(error = %e, "reply route lookup failed");
+                    Err(Reply::new(
+                        451,
+                        "4.3.0",
+                        "temporary lookup failure; try again later",
+                    ))
+                }
+            };
+        }
         return local_user(custody, addr, local).await.map(Route::Local);
     }
     if authenticated.is_none() {
@@ -130,7 +153,6 @@ pub async fn route(
             ),
         })?;
         return Ok(Route::Lnmp {
-            address,
             pubkey: doc.pubkey,
             relays: doc.relays,
         });

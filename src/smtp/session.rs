@@ -830,6 +830,20 @@ impl Session {
                 self.reply(Reply::new(250, "2.1.5", "ok"));
                 Ok(())
             }
+            Ok(route)
+                if !self.tx.routes.is_empty()
+                    && (matches!(route, Route::Reply(_))
+                        || self.tx.routes.iter().any(|r| matches!(r, Route::Reply(_)))) =>
+            {
+                // An answer through a reply address is judged and converted on its
+                // own; the client sends the other recipients in another transaction.
+                self.reply(Reply::new(
+                    452,
+                    "4.5.3",
+                    "a reply address takes its message alone; send this recipient separately",
+                ));
+                Ok(())
+            }
             Ok(route) => {
                 self.tx.routes.push(route);
                 self.tx.rcpt_addresses.push(address);
@@ -1028,6 +1042,15 @@ impl Session {
                 "the From header names addresses in several domains",
             );
         }
+        // RFC 5321 6.3: a message that has passed this many hosts is in a loop.
+        let hops = crate::outbound::headers::hop_count(&message);
+        if hops > self.server.settings.max_hops {
+            return Reply::new(
+                554,
+                "5.4.6",
+                format!("too many hops ({hops}): a mail loop?"),
+            );
+        }
         let verdict = self
             .server
             .verifier
@@ -1041,6 +1064,9 @@ impl Session {
                 return Reply::new(451, "4.7.0", format!("{reason}; try again later"));
             }
             _ => {}
+        }
+        if let Some(Route::Reply(route)) = tx.routes.first() {
+            return self.answer(tx, route, &froms[0], &message, &verdict).await;
         }
         let recipients: Vec<UserInfo> = tx
             .routes
@@ -1086,6 +1112,8 @@ impl Session {
                 sender: &sender,
                 authentication_results: Some(verdict.authentication_results.clone()),
                 recipients: recipients.into_iter().map(|u| (u, mailbox)).collect(),
+                remote: Vec::new(),
+                reported: Vec::new(),
             })
             .await;
         match delivered {
@@ -1108,6 +1136,21 @@ impl Session {
                 Reply::new(451, "4.3.0", "local error in processing; try again later")
             }
         }
+    }
+
+    /// Mail to a reply address (see `answer.rs`).
+    async fn answer(
+        &self,
+        tx: &Transaction,
+        route: &crate::store::reply_routes::ReplyRoute,
+        from: &str,
+        message: &[u8],
+        verdict: &verify::Verdict,
+    ) -> Reply {
+        let mut raw = self.received_header(tx).into_bytes();
+        raw.extend_from_slice(message);
+        let mail_from = tx.mail_from.clone().unwrap_or_default();
+        super::answer::take(&self.server, route, &mail_from, from, &raw, verdict).await
     }
 
     async fn submission(&mut self, tx: &Transaction, message: Vec<u8>) -> Reply {

@@ -6,7 +6,7 @@
 
 use super::Backend;
 use std::sync::OnceLock;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 /// The PostgreSQL channel every daemon listens on.
 const CHANNEL: &str = "lnmp_mail";
@@ -23,6 +23,8 @@ pub(super) struct Changes {
     url: String,
     backend: Backend,
     listening: OnceLock<()>,
+    /// Counts queued outbound work, so each worker wakes without losing a word.
+    work: watch::Sender<u64>,
 }
 
 impl Changes {
@@ -34,6 +36,7 @@ impl Changes {
             url: url.to_owned(),
             backend,
             listening: OnceLock::new(),
+            work: watch::Sender::new(0),
         }
     }
 }
@@ -54,6 +57,20 @@ impl super::Store {
                 tracing::warn!(error = %e, "cannot tell other nodes about a mail change");
             }
         }
+    }
+
+    /// Says that work for the outbound workers was committed (mail to send, a message
+    /// to turn into email). This process only: other nodes find it when they poll.
+    pub fn work_queued(&self) {
+        self.inner
+            .changes
+            .work
+            .send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Wakes on every [`Store::work_queued`] after it is made.
+    pub fn work_watch(&self) -> watch::Receiver<u64> {
+        self.inner.changes.work.subscribe()
     }
 
     /// Hears every [`Store::mail_changed`], this node's and (on PostgreSQL) the others'.

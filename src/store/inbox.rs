@@ -46,6 +46,16 @@ pub(crate) async fn insert_in(
     Ok(new)
 }
 
+/// The JSON of a message some user's inbox holds (the same sealed message for all).
+pub async fn any_body(store: &Store, message_id: &str) -> Result<Option<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT body FROM inbox WHERE message_id = $1 LIMIT 1")
+            .bind(message_id)
+            .fetch_optional(store.pool())
+            .await?,
+    )
+}
+
 /// Adds a message to a user's inbox and files it in INBOX; false if it was there
 /// already.
 pub async fn insert(

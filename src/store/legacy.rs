@@ -23,6 +23,16 @@ pub(crate) async fn remember_in(
     Ok(())
 }
 
+/// Records `address` as the email sender behind `pubkey`.
+pub async fn remember(store: &Store, pubkey: &str, address: &str) -> Result<()> {
+    let (k, a) = (pubkey.to_owned(), address.to_owned());
+    store
+        .write(Box::new(move |c| {
+            Box::pin(async move { remember_in(c, &k, &a, super::now()).await })
+        }))
+        .await
+}
+
 /// The email address behind a derived key, if the MX has seen it.
 pub async fn address_of(store: &Store, pubkey: &str) -> Result<Option<String>> {
     Ok(
@@ -31,6 +41,20 @@ pub async fn address_of(store: &Store, pubkey: &str) -> Result<Option<String>> {
             .fetch_optional(store.pool())
             .await?,
     )
+}
+
+/// Which of `keys` are derived keys of email senders.
+pub async fn known_keys(store: &Store, keys: &[String]) -> Result<Vec<String>> {
+    let mut known = Vec::new();
+    for k in keys {
+        let hit: Option<String> =
+            sqlx::query_scalar("SELECT pubkey FROM legacy_senders WHERE pubkey = $1")
+                .bind(k)
+                .fetch_optional(store.pool())
+                .await?;
+        known.extend(hit);
+    }
+    Ok(known)
 }
 
 #[cfg(test)]

@@ -47,6 +47,11 @@ pub(crate) async fn file_in(
     .await?
     .ok_or_else(|| super::StoreError::NotFound(format!("mailbox {mailbox}")))?;
     insert_row(c, mailbox_id, uid, modseq, mail).await?;
+    // What reaches the INBOX goes to the user's forward address too (Junk and Requests
+    // hold what was not let through, and are not forwarded).
+    if mailbox == "INBOX" {
+        super::bridge_out::forward_in(c, user_id, &mail.message_id, mail.internal_date).await?;
+    }
     Ok(uid)
 }
 

@@ -11,6 +11,7 @@
 //! reads them as named parameters indexed by first appearance, PostgreSQL by number.
 //! Schemas live in migrations/sqlite and migrations/postgres, kept in step.
 
+pub mod bridge_out;
 pub mod changes;
 pub mod contacts;
 pub mod inbox;
@@ -21,6 +22,7 @@ pub mod outbound;
 pub mod outbox;
 pub mod pricing;
 pub mod relay;
+pub mod reply_routes;
 pub mod settings;
 pub mod users;
 mod writer;
@@ -249,6 +251,47 @@ fn create_sqlite_folder(url: &str) -> Result<()> {
 }
 
 /// Unix time now, in seconds.
+/// Claims up to `max` due rows of a work queue for `lease` seconds: rows in state
+/// `pending` whose `next_attempt_at` has come and whose lease (`locked_until`) has
+/// run out, oldest first; their `attempts` go up by one. A worker that dies leaves its
+/// claims to run out and be taken over; on PostgreSQL, rows another node is claiming
+/// right now are skipped, so nodes share a queue without waiting on each other.
+pub(crate) async fn claim_due<T>(
+    store: &Store,
+    table: &'static str,
+    pending: &'static str,
+    returning: &'static str,
+    now: i64,
+    lease: i64,
+    max: i64,
+) -> Result<Vec<T>>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin + 'static,
+{
+    let skip_locked = match store.backend() {
+        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    let sql = format!(
+        "UPDATE {table} SET locked_until = $1, attempts = attempts + 1 WHERE id IN \
+         (SELECT id FROM {table} WHERE state = '{pending}' AND next_attempt_at <= $2 \
+          AND locked_until <= $2 ORDER BY next_attempt_at, id LIMIT $3{skip_locked}) \
+         RETURNING {returning}"
+    );
+    store
+        .write(Box::new(move |c| {
+            Box::pin(async move {
+                Ok(sqlx::query_as(&sql)
+                    .bind(now + lease)
+                    .bind(now)
+                    .bind(max)
+                    .fetch_all(&mut *c)
+                    .await?)
+            })
+        }))
+        .await
+}
+
 pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -3,7 +3,7 @@
 //! is claimed with a lease, so several daemons on one PostgreSQL share the work and a
 //! crashed one's claims are taken over when the lease runs out.
 
-use super::{Backend, Result, Store, now};
+use super::{Result, Store, now};
 use sqlx::FromRow;
 
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
@@ -75,29 +75,16 @@ pub(crate) async fn enqueue_in(
 
 /// Claims up to `max` due messages for `lease` seconds.
 pub async fn claim_due(store: &Store, lease: i64, max: i64) -> Result<Vec<OutboxRow>> {
-    let skip_locked = match store.backend() {
-        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-        Backend::Sqlite => "",
-    };
-    let sql = format!(
-        "UPDATE relay_outbox SET locked_until = $1, attempts = attempts + 1 WHERE id IN \
-         (SELECT id FROM relay_outbox WHERE state = 'pending' AND next_attempt_at <= $2 AND locked_until <= $2 \
-          ORDER BY next_attempt_at, id LIMIT $3{skip_locked}) \
-         RETURNING id, message_id, relays, body, attempts, expires_at"
-    );
-    store
-        .write(Box::new(move |c| {
-            Box::pin(async move {
-                let t = now();
-                Ok(sqlx::query_as(&sql)
-                    .bind(t + lease)
-                    .bind(t)
-                    .bind(max)
-                    .fetch_all(&mut *c)
-                    .await?)
-            })
-        }))
-        .await
+    super::claim_due(
+        store,
+        "relay_outbox",
+        "pending",
+        "id, message_id, relays, body, attempts, expires_at",
+        now(),
+        lease,
+        max,
+    )
+    .await
 }
 
 async fn update(

@@ -20,6 +20,8 @@ pub struct Incoming {
     pub received_at: i64,
     pub expires_at: i64,
     pub local_recipients: Vec<i64>,
+    /// Recipients that are email senders' derived keys: the message leaves as email.
+    pub legacy_recipients: Vec<String>,
     /// Whether the local copies are filed in the users' INBOX here (false when the
     /// caller files them itself, in mailboxes of its choosing).
     pub file_in_inbox: bool,
@@ -70,7 +72,20 @@ pub(crate) async fn insert_in(c: &mut AnyConnection, i: &Incoming) -> Result<Sto
     for user in &i.local_recipients {
         inbox::insert_in(c, *user, m, &i.json, i.received_at, i.file_in_inbox).await?;
     }
+    for key in &i.legacy_recipients {
+        super::bridge_out::legacy_in(c, key, &id, i.received_at).await?;
+    }
     Ok(Stored::New)
+}
+
+/// A stored message's JSON.
+pub async fn body(store: &Store, id: &str) -> Result<Option<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT body FROM relay_messages WHERE id = $1")
+            .bind(id)
+            .fetch_optional(store.pool())
+            .await?,
+    )
 }
 
 /// Stored messages that `reader` may see (as sender or recipient) matching any of
@@ -189,6 +204,7 @@ mod tests {
             received_at: 1,
             expires_at,
             local_recipients: vec![],
+            legacy_recipients: vec![],
             file_in_inbox: true,
         }
     }

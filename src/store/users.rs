@@ -65,6 +65,15 @@ pub async fn require(store: &Store, username: &str) -> Result<UserRow> {
         .ok_or_else(|| StoreError::NotFound(format!("user {username}")))
 }
 
+pub async fn get_by_id(store: &Store, id: i64) -> Result<Option<UserRow>> {
+    Ok(
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(store.pool())
+            .await?,
+    )
+}
+
 pub async fn get_by_pubkey(store: &Store, pubkey: &str) -> Result<Option<UserRow>> {
     Ok(
         sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE pubkey = $1"))
@@ -148,6 +157,22 @@ pub async fn set_password_hash(store: &Store, username: &str, hash: String) -> R
         username,
         "UPDATE users SET password_hash = $1 WHERE username = $2",
         vec![Bind::Text(hash)],
+    )
+    .await
+}
+
+/// Sets (Some) or clears (None) the address the user's INBOX is forwarded to.
+pub async fn set_forward(store: &Store, username: &str, address: Option<String>) -> Result<()> {
+    let sql = if address.is_some() {
+        "UPDATE users SET forward_to = $1 WHERE username = $2"
+    } else {
+        "UPDATE users SET forward_to = NULL WHERE username = $1"
+    };
+    change(
+        store,
+        username,
+        sql,
+        address.map(Bind::Text).into_iter().collect(),
     )
     .await
 }

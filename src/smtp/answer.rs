@@ -1,0 +1,255 @@
+//! Mail to a reply address (`reply+<token>@domain`): an answer from the email world
+//! to someone on LNMP. The route says who may answer and as whom:
+//!
+//! - a user answering from their forward address goes out as the user (their key,
+//!   their address), to wherever the person they answer is: a user here, an LNMP
+//!   address elsewhere, or an email sender (as email);
+//! - an email sender answering an LNMP sender who wrote to them is bridged as their
+//!   own mail, to that LNMP sender. Bounces of what we sent them go the same way, so
+//!   the LNMP sender learns of them.
+//!
+//! Either way the From address must be the one the route names, authenticated by SPF
+//! or DKIM aligned with its domain (what DMARC checks, whatever the domain's policy);
+//! anyone else is refused. Automatic mail (Auto-Submitted, Precedence: bulk) to a
+//! forward route is refused too, so vacation replies do not loop.
+
+use super::{Reply, SmtpServer, verify::Verdict};
+use crate::delivery::{BridgedMail, Route};
+use crate::outbound::headers;
+use crate::store::reply_routes::{Replier, ReplyRoute};
+use crate::store::users;
+use mail_auth::SpfResult;
+
+/// Whether two domains align under DMARC's relaxed rule, approximated without the
+/// public suffix list: equal, or one below the other.
+fn aligned(a: &str, b: &str) -> bool {
+    let (a, b) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
+    a == b || a.ends_with(&format!(".{b}")) || b.ends_with(&format!(".{a}"))
+}
+
+fn domain_of(address: &str) -> &str {
+    address.rsplit_once('@').map_or("", |(_, d)| d)
+}
+
+/// SPF or DKIM passed for a domain aligned with the From address's.
+pub(super) fn authenticated(verdict: &Verdict, mail_from: &str, from: &str) -> bool {
+    let from_domain = domain_of(from);
+    if from_domain.is_empty() {
+        return false;
+    }
+    let spf = verdict.spf == SpfResult::Pass
+        && !mail_from.is_empty()
+        && aligned(domain_of(mail_from), from_domain);
+    let dkim = verdict.dkim_domains.iter().any(|d| aligned(d, from_domain));
+    spf || dkim
+}
+
+fn refuse(text: impl Into<String>) -> Reply {
+    Reply::new(550, "5.7.1", text)
+}
+
+fn temp(e: impl std::fmt::Display) -> Reply {
+    tracing::error!(error = %e, "answer through a reply address failed");
+    Reply::new(451, "4.3.0", "local error in processing; try again later")
+}
+
+/// Takes an answer: `raw` is the message as stored (our Received field first).
+pub(super) async fn take(
+    server: &SmtpServer,
+    route: &ReplyRoute,
+    mail_from: &str,
+    from: &str,
+    raw: &[u8],
+    verdict: &Verdict,
+) -> Reply {
+    let store = server.custody.store();
+    match &route.replier {
+        Replier::User(user_id) => {
+            let row = match users::get_by_id(store, *user_id).await {
+                Ok(Some(r)) => r,
+                Ok(None) => return Reply::new(550, "5.1.1", "no such recipient"),
+                Err(e) => return temp(e),
+            };
+            let forward = row.forward_to.clone().unwrap_or_default();
+            if forward.is_empty() || !from.eq_ignore_ascii_case(&forward) {
+                return refuse("this reply address takes mail from its owner only");
+            }
+            if !authenticated(verdict, mail_from, from) {
+                return refuse(format!(
+                    "{from} is not authenticated: neither SPF nor DKIM passed aligned with its domain"
+                ));
+            }
+            if mail_from.is_empty() || headers::is_automatic(raw) {
+                return refuse("automatic mail is not passed on");
+            }
+            let user = match server.custody.user(&row.username).await {
+                Ok(u) => u,
+                Err(e) => return temp(e),
+            };
+            let (to, target) = match peer_route(server, route).await {
+                Ok(r) => r,
+                Err(r) => return r,
+            };
+            // The answer leaves as the user's own mail: their address, our hop.
+            let body = headers::remove_fields(
+                raw,
+                &[
+                    "From",
+                    "Sender",
+                    "Reply-To",
+                    "To",
+                    "Cc",
+                    "Bcc",
+                    "Return-Path",
+                    "Received",
+                    "DKIM-Signature",
+                    "ARC-Seal",
+                    "ARC-Message-Signature",
+                    "ARC-Authentication-Results",
+                    "Authentication-Results",
+                    "X-LNMP-Hops",
+                    "X-Original-From",
+                ],
+            );
+            let fields = vec![
+                headers::address_field("From", "", &user.email),
+                headers::address_field("To", "", &to),
+            ];
+            let out = headers::prepend_fields(&body, &fields);
+            match server
+                .courier
+                .submit(&user, &user.email, &out, &[(to, target)])
+                .await
+            {
+                Ok(()) => Reply::new(250, "2.0.0", "ok: sent on"),
+                Err(crate::delivery::DeliveryError::Convert(e)) => {
+                    Reply::new(554, "5.6.0", format!("message refused: {e}"))
+                }
+                Err(e) => temp(e),
+            }
+        }
+        Replier::Legacy(address) => {
+            let bounce = mail_from.is_empty();
+            if !bounce && !from.eq_ignore_ascii_case(address) {
+                return refuse("this reply address takes mail from its owner only");
+            }
+            if !authenticated(verdict, mail_from, from) {
+                return refuse(format!(
+                    "{from} is not authenticated: neither SPF nor DKIM passed aligned with its domain"
+                ));
+            }
+            let (recipients, remote) = match peer_key(server, route).await {
+                Ok(r) => r,
+                Err(r) => return r,
+            };
+            let sender = if bounce { from } else { address.as_str() };
+            match server
+                .courier
+                .deliver_bridged(BridgedMail {
+                    raw,
+                    mail_from,
+                    sender,
+                    authentication_results: Some(verdict.authentication_results.clone()),
+                    recipients,
+                    remote,
+                    reported: Vec::new(),
+                })
+                .await
+            {
+                Ok(_) => Reply::new(250, "2.0.0", "ok: sent on"),
+                Err(crate::delivery::DeliveryError::Convert(e)) => {
+                    Reply::new(554, "5.6.0", format!("message refused: {e}"))
+                }
+                Err(e) => temp(e),
+            }
+        }
+    }
+}
+
+/// Who a route's answer goes to.
+enum Peer {
+    Local(crate::custody::UserInfo),
+    /// An email sender, by address.
+    Email(String),
+    /// A key elsewhere, with the relays it named.
+    Remote(crate::lnmp::PublicKey, Vec<String>),
+}
+
+async fn peer(server: &SmtpServer, route: &ReplyRoute) -> Result<Peer, Reply> {
+    let store = server.custody.store();
+    if let Some(row) = users::get_by_pubkey(store, &route.peer_key)
+        .await
+        .map_err(temp)?
+    {
+        return Ok(Peer::Local(
+            server.custody.user(&row.username).await.map_err(temp)?,
+        ));
+    }
+    if let Some(email) = crate::store::legacy::address_of(store, &route.peer_key)
+        .await
+        .map_err(temp)?
+    {
+        return Ok(Peer::Email(email));
+    }
+    let key = route
+        .peer_key
+        .parse()
+        .map_err(|_| Reply::new(550, "5.1.1", "the reply address names no valid key"))?;
+    if route.peer_relays.is_empty() {
+        return Err(Reply::new(
+            550,
+            "5.1.2",
+            "no relay is known for this conversation",
+        ));
+    }
+    Ok(Peer::Remote(key, route.peer_relays.clone()))
+}
+
+type Recipients = (
+    Vec<(crate::custody::UserInfo, &'static str)>,
+    Vec<(crate::lnmp::PublicKey, Vec<String>)>,
+);
+
+/// The peer as a recipient of bridged mail: a local user, or a key elsewhere.
+async fn peer_key(server: &SmtpServer, route: &ReplyRoute) -> Result<Recipients, Reply> {
+    match peer(server, route).await? {
+        Peer::Local(user) => Ok((vec![(user, "INBOX")], Vec::new())),
+        Peer::Remote(key, relays) => Ok((Vec::new(), vec![(key, relays)])),
+        // Email senders answer each other by email, not through us.
+        Peer::Email(_) => Err(Reply::new(550, "5.1.1", "no such recipient")),
+    }
+}
+
+/// The peer as a submission route, with the address shown in To.
+async fn peer_route(server: &SmtpServer, route: &ReplyRoute) -> Result<(String, Route), Reply> {
+    Ok(match peer(server, route).await? {
+        Peer::Local(user) => (user.email.clone(), Route::Local(user)),
+        Peer::Email(email) => (email.clone(), Route::Email(email)),
+        Peer::Remote(pubkey, relays) => {
+            let shown = if route.peer_address.is_empty() {
+                format!(
+                    "{}@{}",
+                    route.peer_key,
+                    crate::convert::threading::LNMP_ID_DOMAIN
+                )
+            } else {
+                route.peer_address.clone()
+            };
+            (shown, Route::Lnmp { pubkey, relays })
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::aligned;
+
+    #[test]
+    fn alignment_is_relaxed() {
+        assert!(aligned("example.org", "EXAMPLE.org"));
+        assert!(aligned("mail.example.org", "example.org"));
+        assert!(aligned("example.org", "mail.example.org"));
+        assert!(!aligned("example.org", "badexample.org"));
+        assert!(!aligned("example.org", "example.net"));
+    }
+}
