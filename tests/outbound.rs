@@ -666,6 +666,14 @@ async fn forwarded_mail_is_ours_to_sign_and_replies_find_their_way_back() {
             .unwrap_err()
             .is_permanent()
     );
+    // A signed message written to someone else cannot be sent on to the reply address.
+    let elsewhere = answer.replace(&format!("To: {reply_address}"), "To: someone@remote.test");
+    assert!(
+        send(&mx(&b), "fwd@remote.test", &[&reply_address], &elsewhere)
+            .await
+            .unwrap_err()
+            .is_permanent()
+    );
     // A reply address mixed with another recipient must go alone.
     let e = send(
         &mx(&b),

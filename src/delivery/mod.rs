@@ -342,13 +342,41 @@ impl Courier {
                 mail_from: mail_from.to_owned(),
                 recipients: emails,
                 // A client may leave Bcc in the header; the recipients must not see it.
-                raw: without_bcc(raw),
+                raw: self.completed(&without_bcc(raw)),
                 created_at: now,
                 expires_at: now.saturating_add(self.settings.outbound_lifetime.as_secs() as i64),
                 origin: store::outbound::Origin::Submission,
             });
         }
         self.commit(batch).await.map(|_| ())
+    }
+
+    /// The message with the Message-ID and Date RFC 5322 requires, added when the
+    /// client left them out (as Postfix does for submissions): a receiver adding
+    /// them later would break our DKIM signature, which signs their absence.
+    fn completed(&self, raw: &[u8]) -> Vec<u8> {
+        use crate::outbound::headers;
+        let mut fields = Vec::new();
+        if headers::field_values(raw, "Message-ID").is_empty() {
+            let mut id = [0u8; 16];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
+            fields.push(format!(
+                "Message-ID: <{}@{}>",
+                hex::encode(id),
+                self.custody.domain()
+            ));
+        }
+        if headers::field_values(raw, "Date").is_empty() {
+            fields.push(format!(
+                "Date: {}",
+                mail_builder::headers::date::Date::new(store::now()).to_rfc822()
+            ));
+        }
+        if fields.is_empty() {
+            raw.to_vec()
+        } else {
+            headers::prepend_fields(raw, &fields)
+        }
     }
 
     /// Adds a sealed message to `batch`: filed for `locals`, and queued in the relay

@@ -34,6 +34,9 @@ pub enum BridgeError {
     Unworkable(String),
 }
 
+/// Tries at a job that keeps failing for local reasons (storage, custody).
+const MAX_ATTEMPTS: i64 = 20;
+
 pub struct Bridge {
     custody: Custody,
     blobs: BlobStore,
@@ -84,7 +87,7 @@ impl Bridge {
                     route,
                     detail,
                 }) => {
-                    let id = job.id;
+                    let claimed = job.clone();
                     self.store()
                         .write(Box::new(move |c| {
                             Box::pin(async move {
@@ -92,7 +95,7 @@ impl Bridge {
                                     store::reply_routes::remember_in(c, r, store::now()).await?;
                                 }
                                 outbound::enqueue_in(c, &outbound).await?;
-                                bridge_out::finish_in(c, id, "done", &detail).await
+                                bridge_out::finish_in(c, &claimed, "done", &detail).await
                             })
                         }))
                         .await?;
@@ -100,17 +103,21 @@ impl Bridge {
                 }
                 Ok(Done::Skipped(why)) => {
                     tracing::info!(message = %job.message_id, why, "not sent as email");
-                    bridge_out::finish(self.store(), job.id, "skipped", why).await?;
+                    bridge_out::finish(self.store(), &job, "skipped", why).await?;
                 }
                 Err(BridgeError::Unworkable(why)) => {
                     tracing::warn!(message = %job.message_id, why, "cannot make email of an LNMP message");
-                    bridge_out::finish(self.store(), job.id, "failed", why).await?;
+                    bridge_out::finish(self.store(), &job, "failed", why).await?;
+                }
+                Err(e) if job.attempts >= MAX_ATTEMPTS => {
+                    tracing::error!(message = %job.message_id, error = %e, "making email failed; giving up");
+                    bridge_out::finish(self.store(), &job, "failed", e.to_string()).await?;
                 }
                 Err(e) => {
                     let at =
                         store::now() + self.settings.timing.backoff(job.attempts).as_secs() as i64;
                     tracing::warn!(message = %job.message_id, error = %e, "making email failed; retrying");
-                    bridge_out::retry(self.store(), job.id, at, e.to_string()).await?;
+                    bridge_out::retry(self.store(), &job, at, e.to_string()).await?;
                 }
             }
         }
@@ -198,7 +205,8 @@ impl Bridge {
             headers::address_field("Reply-To", "", &reply),
         ];
         if !original_from.is_empty() {
-            fields.push(format!("X-Original-From: {}", one_line(&original_from)));
+            let shown: String = one_line(&original_from).chars().take(900).collect();
+            fields.push(format!("X-Original-From: {shown}"));
         }
         fields.push(format!("X-LNMP-Hops: {}", hops + 1));
         let stripped = headers::remove_fields(

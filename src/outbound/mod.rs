@@ -29,6 +29,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use transport::{Fate, Transport};
 
+/// Settled messages are kept this long (seconds) for `queue list --all`, then deleted.
+const KEEP_SETTLED: i64 = 7 * 86_400;
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 /// What the worker needs from the config.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -60,10 +64,15 @@ impl Settings {
         }
     }
 
-    /// How long a claim lasts: long enough for a slow delivery to every MX host, so
-    /// no other node retakes it meanwhile.
+    /// The longest one delivery attempt may take, all hosts included.
+    fn deadline(&self) -> Duration {
+        (self.timing.publish_timeout * 6).max(Duration::from_secs(600))
+    }
+
+    /// How long a claim lasts: past the attempt's deadline, so no other node retakes
+    /// a recipient while it is being delivered.
     fn lease(&self) -> i64 {
-        (self.timing.publish_timeout.as_secs() as i64 * 8).max(600)
+        self.deadline().as_secs() as i64 + 300
     }
 }
 
@@ -100,9 +109,18 @@ impl Outbound {
         let mut work = self.store.work_watch();
         let mut mail = self.store.mail_changes();
         let mut tasks: JoinSet<()> = JoinSet::new();
+        let mut pruned = std::time::Instant::now();
         loop {
             if shutdown.is_cancelled() {
                 break;
+            }
+            if pruned.elapsed() >= PRUNE_EVERY {
+                pruned = std::time::Instant::now();
+                match outbound::prune(&self.store, store::now() - KEEP_SETTLED).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(messages = n, "pruned settled outbound mail"),
+                    Err(e) => tracing::warn!(error = %e, "cannot prune the outbound queue"),
+                }
             }
             if let Err(e) = self.bridge.run_due(&self.courier).await {
                 tracing::warn!(error = %e, "turning LNMP messages into email failed; retrying");
@@ -122,7 +140,12 @@ impl Outbound {
                     Err(e) => tracing::warn!(error = %e, "cannot read the outbound queue"),
                 }
             }
-            let wait = self.until_next_due().await;
+            // With every slot busy, due work waits for a slot, not a timer.
+            let wait = if tasks.len() >= self.settings.max_parallel {
+                self.settings.poll
+            } else {
+                self.until_next_due().await
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
@@ -163,7 +186,7 @@ impl Outbound {
             &self.store,
             store::now(),
             self.settings.lease(),
-            (groups * 20) as i64,
+            groups as i64,
         )
         .await?;
         let mut by: BTreeMap<(i64, String), Vec<outbound::Claimed>> = BTreeMap::new();
@@ -195,30 +218,31 @@ impl Outbound {
             .map(|(_, d)| d.to_owned())
             .unwrap_or_default();
         let recipients: Vec<String> = group.iter().map(|c| c.recipient.clone()).collect();
-        let data = match self.prepare(&message.raw) {
-            Ok(d) => d,
+        let deferred = |reply: String| transport::Outcome {
+            fate: Fate::Deferred,
+            reply,
+            remote_mta: None,
+            code: None,
+        };
+        let outcomes = match self.prepare(&message.raw) {
+            // A broken key is ours to fix: the mail waits (and expires like any other).
             Err(e) => {
                 tracing::error!(error = %e, "cannot sign outgoing mail; retrying later");
-                let now = store::now();
-                for c in &group {
-                    let at = now + self.settings.timing.backoff(c.attempts).as_secs() as i64;
-                    let _ = outbound::settle(
-                        &self.store,
-                        c.id,
-                        outbound::Outcome::Retry { at },
-                        format!("local problem: {e}"),
-                        None,
-                        now,
-                    )
-                    .await;
-                }
-                return;
+                vec![deferred(format!("local problem: {e}")); recipients.len()]
             }
+            Ok(data) => match tokio::time::timeout(
+                self.settings.deadline(),
+                self.transport
+                    .deliver(&message.mail_from, &domain, &recipients, &data),
+            )
+            .await
+            {
+                Ok(o) => o,
+                Err(_) => {
+                    vec![deferred("the delivery attempt took too long".into()); recipients.len()]
+                }
+            },
         };
-        let outcomes = self
-            .transport
-            .deliver(&message.mail_from, &domain, &recipients, &data)
-            .await;
         let now = store::now();
         let reportable =
             !message.mail_from.is_empty() && message.origin() != outbound::Origin::Report;
@@ -253,10 +277,13 @@ impl Outbound {
             } else {
                 o.reply.clone()
             };
-            if let Err(e) =
-                outbound::settle(&self.store, c.id, settled, reply, o.remote_mta.clone(), now).await
+            match outbound::settle(&self.store, c, settled, reply, o.remote_mta.clone(), now).await
             {
-                tracing::error!(error = %e, "cannot record a delivery attempt");
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(to = %c.recipient, "the claim ran out before the attempt ended; another worker has it")
+                }
+                Err(e) => tracing::error!(error = %e, "cannot record a delivery attempt"),
             }
         }
         self.store.work_queued();

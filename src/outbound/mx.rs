@@ -37,6 +37,7 @@ const NX_DOMAIN: u16 = 3;
 
 /// The hosts mail for `domain` goes to, in order.
 pub async fn hosts(dns: &MessageAuthenticator, domain: &str) -> Result<Vec<Host>, MxError> {
+    let mut implicit = false;
     let names: Vec<String> = match dns.mx_lookup(domain, None::<&NoCache<_>>).await {
         Ok(set) => {
             let mut names = Vec::new();
@@ -58,6 +59,7 @@ pub async fn hosts(dns: &MessageAuthenticator, domain: &str) -> Result<Vec<Host>
                 }
             }
             if names.is_empty() {
+                implicit = true;
                 vec![domain.to_ascii_lowercase()]
             } else {
                 names
@@ -67,7 +69,10 @@ pub async fn hosts(dns: &MessageAuthenticator, domain: &str) -> Result<Vec<Host>
             return Err(MxError::Permanent(format!("{domain}: no such domain")));
         }
         // The name exists without MX records: the domain is its own mail host.
-        Err(e) if not_found(&e).is_some() => vec![domain.to_ascii_lowercase()],
+        Err(e) if not_found(&e).is_some() => {
+            implicit = true;
+            vec![domain.to_ascii_lowercase()]
+        }
         Err(e) => {
             return Err(MxError::Temporary(format!("MX lookup for {domain}: {e}")));
         }
@@ -93,6 +98,8 @@ pub async fn hosts(dns: &MessageAuthenticator, domain: &str) -> Result<Vec<Host>
     if hosts.is_empty() {
         return Err(match last_problem {
             Some(p) => MxError::Temporary(p),
+            // RFC 5321 5.1: no MX and no address means the domain takes no mail.
+            None if implicit => MxError::Permanent(format!("{domain} has no MX and no address")),
             None => MxError::Temporary(format!("no address for the mail hosts of {domain}")),
         });
     }

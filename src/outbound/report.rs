@@ -76,12 +76,19 @@ pub async fn send_due(courier: &Courier, settings: &Settings) -> Result<(), Deli
             remote: Vec::new(),
             reported: ids.clone(),
         };
+        // One report that cannot be made must not hold up the others.
         match courier.deliver_report(mail, to).await {
             Ok(true) => {
                 tracing::info!(to = %message.mail_from, failed = ids.len(), "delivery status notification sent")
             }
             Ok(false) => outbound::mark_reported(&store, ids).await?,
-            Err(e) => return Err(e),
+            Err(DeliveryError::Convert(e)) => {
+                tracing::error!(error = %e, "a delivery report cannot be made; dropped");
+                outbound::mark_reported(&store, ids).await?;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, to = %message.mail_from, "cannot deliver a delivery report yet")
+            }
         }
     }
     Ok(())

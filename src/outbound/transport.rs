@@ -83,6 +83,45 @@ struct Stop {
     try_next: bool,
 }
 
+/// Addresses tried per delivery attempt (Postfix's smtp_mx_address_limit).
+const MX_ADDRESS_LIMIT: usize = 5;
+
+/// How long QUIT (and the QUIT of an abort) may take: the answer no longer matters.
+const QUIT_WAIT: Duration = Duration::from_secs(5);
+
+/// A step of the session: lettre's own error, or no answer in time.
+enum StepError {
+    Smtp(lettre::transport::smtp::Error),
+    TimedOut,
+}
+
+/// Runs one SMTP step under the command timeout (lettre times only the connect).
+async fn timed<T>(
+    limit: Duration,
+    f: impl std::future::Future<Output = Result<T, lettre::transport::smtp::Error>>,
+) -> Result<T, StepError> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(r) => r.map_err(StepError::Smtp),
+        Err(_) => Err(StepError::TimedOut),
+    }
+}
+
+async fn close(conn: &mut AsyncSmtpConnection) {
+    let _ = tokio::time::timeout(QUIT_WAIT, conn.abort()).await;
+}
+
+fn stop_of(e: StepError, what: &str, try_next: bool) -> Stop {
+    match e {
+        StepError::Smtp(e) => stop_from(&e, try_next),
+        StepError::TimedOut => Stop {
+            fate: Fate::Deferred,
+            reply: format!("timed out waiting for the answer to {what}"),
+            code: None,
+            try_next: true,
+        },
+    }
+}
+
 /// "550 5.1.1 text" from a lettre error, or its description when there was no reply.
 fn reply_of(e: &lettre::transport::smtp::Error) -> (Option<u16>, String) {
     match e.status() {
@@ -269,13 +308,22 @@ impl Transport {
                     MxTls::Required => StartTls::Required,
                 };
                 let mut last: Option<(Stop, String)> = None;
-                for host in &hosts {
-                    for ip in &host.addresses {
-                        let addr = SocketAddr::new(*ip, *port);
+                // At most MX_ADDRESS_LIMIT addresses per attempt, as Postfix does: a
+                // domain with many dead hosts must not hold a worker for hours.
+                let mut addresses: Vec<(String, std::net::IpAddr)> = Vec::new();
+                for h in &hosts {
+                    for ip in &h.addresses {
+                        addresses.push((h.name.clone(), *ip));
+                    }
+                }
+                addresses.truncate(MX_ADDRESS_LIMIT);
+                for (host_name, ip) in addresses {
+                    {
+                        let addr = SocketAddr::new(ip, *port);
                         match self
                             .session(
                                 addr,
-                                &host.name,
+                                &host_name,
                                 false,
                                 starttls,
                                 *tls == MxTls::Required,
@@ -287,8 +335,8 @@ impl Transport {
                             .await
                         {
                             Ok(outcomes) => return outcomes,
-                            Err(stop) if stop.try_next => last = Some((stop, host.name.clone())),
-                            Err(stop) => return every(stop.into_outcome(&host.name)),
+                            Err(stop) if stop.try_next => last = Some((stop, host_name.clone())),
+                            Err(stop) => return every(stop.into_outcome(&host_name)),
                         }
                     }
                 }
@@ -347,7 +395,7 @@ impl Transport {
         if !conn.is_encrypted() && starttls != StartTls::No {
             if conn.can_starttls() {
                 let Some(params) = self.tls_parameters(name, verify) else {
-                    conn.abort().await;
+                    close(&mut conn).await;
                     return Err(Stop {
                         fate: Fate::Deferred,
                         reply: "TLS setup failed".into(),
@@ -355,8 +403,12 @@ impl Transport {
                         try_next: false,
                     });
                 };
-                if let Err(e) = conn.starttls(params, &self.hello).await {
-                    conn.abort().await;
+                if let Err(e) = timed(self.timeout, conn.starttls(params, &self.hello)).await {
+                    let e = match e {
+                        StepError::Smtp(e) => e.to_string(),
+                        StepError::TimedOut => "no answer in time".to_owned(),
+                    };
+                    close(&mut conn).await;
                     if starttls == StartTls::Required {
                         return Err(Stop {
                             fate: Fate::Deferred,
@@ -382,7 +434,7 @@ impl Transport {
                     .await;
                 }
             } else if starttls == StartTls::Required {
-                conn.abort().await;
+                close(&mut conn).await;
                 return Err(Stop {
                     fate: Fate::Deferred,
                     reply: format!("{name} does not offer STARTTLS, which is required"),
@@ -392,11 +444,18 @@ impl Transport {
             }
         }
         if let Some(c) = credentials
-            && let Err(e) = conn.auth(&[Mechanism::Plain, Mechanism::Login], c).await
+            && let Err(e) = timed(
+                self.timeout,
+                conn.auth(&[Mechanism::Plain, Mechanism::Login], c),
+            )
+            .await
         {
-            conn.abort().await;
+            close(&mut conn).await;
             // A refused login is a configuration problem here: keep the mail.
-            let (code, reply) = reply_of(&e);
+            let (code, reply) = match e {
+                StepError::Smtp(e) => reply_of(&e),
+                StepError::TimedOut => (None, "no answer in time".to_owned()),
+            };
             return Err(Stop {
                 fate: Fate::Deferred,
                 reply: format!("AUTH at {name} failed: {reply}"),
@@ -408,9 +467,9 @@ impl Transport {
             .transaction(&mut conn, mail_from, recipients, data)
             .await;
         if result.is_ok() {
-            let _ = conn.quit().await;
+            let _ = tokio::time::timeout(QUIT_WAIT, conn.quit()).await;
         } else {
-            conn.abort().await;
+            close(&mut conn).await;
         }
         let remote = Some(name.to_owned());
         result.map(|o| {
@@ -462,8 +521,8 @@ impl Transport {
         if !data.is_ascii() && info.supports_feature(Extension::EightBitMime) {
             params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
         }
-        if let Err(e) = conn.command(Mail::new(from, params)).await {
-            return Err(stop_from(&e, true));
+        if let Err(e) = timed(self.timeout, conn.command(Mail::new(from, params))).await {
+            return Err(stop_of(e, "MAIL", true));
         }
         let mut outcomes: Vec<Option<Outcome>> = vec![None; recipients.len()];
         let mut accepted = Vec::new();
@@ -477,9 +536,9 @@ impl Transport {
                 });
                 continue;
             };
-            match conn.command(Rcpt::new(address, Vec::new())).await {
+            match timed(self.timeout, conn.command(Rcpt::new(address, Vec::new()))).await {
                 Ok(_) => accepted.push(i),
-                Err(e) if e.status().is_some() => {
+                Err(StepError::Smtp(e)) if e.status().is_some() => {
                     let stop = stop_from(&e, false);
                     outcomes[i] = Some(Outcome {
                         fate: stop.fate,
@@ -488,16 +547,21 @@ impl Transport {
                         code: stop.code,
                     });
                 }
-                Err(e) => return Err(stop_from(&e, false)),
+                Err(e) => return Err(stop_of(e, "RCPT", false)),
             }
         }
         if !accepted.is_empty() {
-            let sent = match conn.command(Data).await {
+            let sent = match timed(self.timeout, conn.command(Data)).await {
                 Ok(_) => {
                     // lettre ends the data with CRLF.CRLF itself: a final CRLF of ours
                     // would add an empty line.
                     let body = data.strip_suffix(b"\r\n").unwrap_or(data);
-                    conn.message(body).await
+                    // RFC 5321 4.5.3.2.6: ten minutes for the answer to the final dot.
+                    timed(
+                        self.timeout.max(Duration::from_secs(600)),
+                        conn.message(body),
+                    )
+                    .await
                 }
                 Err(e) => Err(e),
             };
@@ -513,7 +577,7 @@ impl Transport {
                     code: Some(u16::from(r.code())),
                 },
                 Err(e) => {
-                    let stop = stop_from(&e, false);
+                    let stop = stop_of(e, "DATA", false);
                     Outcome {
                         fate: stop.fate,
                         reply: stop.reply,

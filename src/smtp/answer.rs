@@ -53,16 +53,49 @@ fn temp(e: impl std::fmt::Display) -> Reply {
     Reply::new(451, "4.3.0", "local error in processing; try again later")
 }
 
-/// Takes an answer: `raw` is the message as stored (our Received field first).
-pub(super) async fn take(
-    server: &SmtpServer,
-    route: &ReplyRoute,
-    mail_from: &str,
-    from: &str,
-    raw: &[u8],
-    verdict: &Verdict,
-) -> Reply {
+/// The SMTP session's facts about one answer.
+pub(super) struct Answer<'a> {
+    pub peer: std::net::IpAddr,
+    pub helo: &'a str,
+    pub mail_from: &'a str,
+    /// The one From address.
+    pub from: &'a str,
+    /// The message as stored (our Received field first).
+    pub raw: &'a [u8],
+    pub verdict: &'a Verdict,
+}
+
+/// Whether the message names `address` in To or Cc: DKIM binds the header, not the
+/// envelope, so a signed message someone holds cannot be sent on to another reply
+/// address than the one it was written to.
+fn addressed_to(raw: &[u8], address: &str) -> bool {
+    let Some(m) = crate::convert::parse_mail(raw) else {
+        return false;
+    };
+    [m.to(), m.cc()].into_iter().flatten().any(|list| {
+        list.iter()
+            .filter_map(|a| a.address())
+            .any(|a| a.eq_ignore_ascii_case(address))
+    })
+}
+
+/// Takes an answer to `route`.
+pub(super) async fn take(server: &SmtpServer, route: &ReplyRoute, a: Answer<'_>) -> Reply {
+    let Answer {
+        peer,
+        helo,
+        mail_from,
+        from,
+        raw,
+        verdict,
+    } = a;
     let store = server.custody.store();
+    let reply_address = format!(
+        "{}+{}@{}",
+        server.custody.reply_local_part(),
+        route.token,
+        server.custody.domain()
+    );
     match &route.replier {
         Replier::User(user_id) => {
             let row = match users::get_by_id(store, *user_id).await {
@@ -81,6 +114,9 @@ pub(super) async fn take(
             }
             if mail_from.is_empty() || headers::is_automatic(raw) {
                 return refuse("automatic mail is not passed on");
+            }
+            if !addressed_to(raw, &reply_address) {
+                return refuse("the message is not addressed to this reply address");
             }
             let user = match server.custody.user(&row.username).await {
                 Ok(u) => u,
@@ -111,9 +147,11 @@ pub(super) async fn take(
                     "X-Original-From",
                 ],
             );
+            // The trip so far still counts: a forward that comes back round is a loop.
             let fields = vec![
                 headers::address_field("From", "", &user.email),
                 headers::address_field("To", "", &to),
+                format!("X-LNMP-Hops: {}", headers::hop_count(raw) + 1),
             ];
             let out = headers::prepend_fields(&body, &fields);
             match server
@@ -130,6 +168,9 @@ pub(super) async fn take(
         }
         Replier::Legacy(address) => {
             let bounce = mail_from.is_empty();
+            if bounce && !headers::is_report(raw) {
+                return refuse("mail from the null sender must be a delivery report");
+            }
             if !bounce && !from.eq_ignore_ascii_case(address) {
                 return refuse("this reply address takes mail from its owner only");
             }
@@ -138,10 +179,34 @@ pub(super) async fn take(
                     "{from} is not authenticated: neither SPF nor DKIM passed aligned with its domain"
                 ));
             }
-            let (recipients, remote) = match peer_key(server, route).await {
+            let (mut recipients, remote) = match peer_key(server, route).await {
                 Ok(r) => r,
                 Err(r) => return r,
             };
+            // A user here gets the answer as any mail from the email world: past the
+            // admission seam (the paywall), into Junk when the checks say so.
+            if !recipients.is_empty() {
+                let users: Vec<_> = recipients.iter().map(|(u, _)| u.clone()).collect();
+                let decision = server
+                    .admission
+                    .admit(&super::InboundMail {
+                        peer,
+                        helo,
+                        mail_from,
+                        recipients: &users,
+                        raw,
+                        verdict,
+                    })
+                    .await;
+                if let super::Admit::Refuse(r) = decision {
+                    return r;
+                }
+                if verdict.action == super::verify::Action::Junk {
+                    for r in &mut recipients {
+                        r.1 = "Junk";
+                    }
+                }
+            }
             let sender = if bounce { from } else { address.as_str() };
             match server
                 .courier

@@ -1150,7 +1150,16 @@ impl Session {
         let mut raw = self.received_header(tx).into_bytes();
         raw.extend_from_slice(message);
         let mail_from = tx.mail_from.clone().unwrap_or_default();
-        super::answer::take(&self.server, route, &mail_from, from, &raw, verdict).await
+        let helo = self.helo.clone().unwrap_or_default();
+        let answer = super::answer::Answer {
+            peer: self.peer.ip(),
+            helo: &helo,
+            mail_from: &mail_from,
+            from,
+            raw: &raw,
+            verdict,
+        };
+        super::answer::take(&self.server, route, answer).await
     }
 
     async fn submission(&mut self, tx: &Transaction, message: Vec<u8>) -> Reply {

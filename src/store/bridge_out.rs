@@ -61,6 +61,8 @@ pub struct Job {
     pub kind: JobKind,
     pub message_id: String,
     pub attempts: i64,
+    /// The lease this claim holds; finishing checks it is still ours.
+    pub claim: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -71,6 +73,7 @@ struct JobRow {
     target: String,
     message_id: String,
     attempts: i64,
+    locked_until: i64,
 }
 
 /// Claims up to `max` due jobs for `lease` seconds.
@@ -79,7 +82,7 @@ pub async fn claim_due(store: &Store, now: i64, lease: i64, max: i64) -> Result<
         store,
         "bridge_out",
         "queued",
-        "id, kind, user_id, target, message_id, attempts",
+        "id, kind, user_id, target, message_id, attempts, locked_until",
         now,
         lease,
         max,
@@ -95,48 +98,65 @@ pub async fn claim_due(store: &Store, now: i64, lease: i64, max: i64) -> Result<
             },
             message_id: r.message_id,
             attempts: r.attempts,
+            claim: r.locked_until,
         })
         .collect();
     jobs.sort_by_key(|j| j.id);
     Ok(jobs)
 }
 
-/// How a job ended, recorded inside the transaction that did its work.
+/// How a job ended, recorded inside the transaction that did its work. Fails when
+/// the claim ran out and another worker took the job, so that transaction (and the
+/// email it queued) is rolled back rather than sent twice.
 pub(crate) async fn finish_in(
     c: &mut AnyConnection,
-    id: i64,
+    job: &Job,
     state: &str,
     detail: &str,
 ) -> Result<()> {
-    sqlx::query("UPDATE bridge_out SET state = $1, detail = $2, locked_until = 0 WHERE id = $3")
-        .bind(state)
-        .bind(detail)
-        .bind(id)
-        .execute(&mut *c)
-        .await?;
+    let done = sqlx::query(
+        "UPDATE bridge_out SET state = $1, detail = $2, locked_until = 0 \
+         WHERE id = $3 AND state = 'queued' AND locked_until = $4",
+    )
+    .bind(state)
+    .bind(detail)
+    .bind(job.id)
+    .bind(job.claim)
+    .execute(&mut *c)
+    .await?;
+    if done.rows_affected() != 1 {
+        return Err(super::StoreError::NotFound(format!(
+            "bridge job {} under this claim",
+            job.id
+        )));
+    }
     Ok(())
 }
 
 /// Ends a job without other work: `skipped` (by the loop rules) or `failed`.
-pub async fn finish(store: &Store, id: i64, state: &'static str, detail: String) -> Result<()> {
+pub async fn finish(store: &Store, job: &Job, state: &'static str, detail: String) -> Result<()> {
+    let job = job.clone();
     store
         .write(Box::new(move |c| {
-            Box::pin(async move { finish_in(c, id, state, &detail).await })
+            Box::pin(async move { finish_in(c, &job, state, &detail).await })
         }))
         .await
 }
 
-/// Puts a job back for later.
-pub async fn retry(store: &Store, id: i64, at: i64, detail: String) -> Result<()> {
+/// Puts a job back for later (if the claim is still ours).
+pub async fn retry(store: &Store, job: &Job, at: i64, detail: String) -> Result<()> {
+    let (id, claim) = (job.id, job.claim);
     store
         .write(Box::new(move |c| {
             Box::pin(async move {
                 sqlx::query(
-                    "UPDATE bridge_out SET next_attempt_at = $1, detail = $2, locked_until = 0 WHERE id = $3",
+                    "UPDATE bridge_out SET next_attempt_at = $1, detail = $2, locked_until = 0 \
+                     WHERE id = $3 AND locked_until = $4",
                 )
                 .bind(at)
                 .bind(detail)
                 .bind(id)
+                .bind(claim)
                 .execute(&mut *c)
                 .await?;
                 Ok(())
@@ -161,7 +181,10 @@ pub async fn state_of(
 /// When the next job is due, if any.
 pub async fn next_due(store: &Store) -> Result<Option<i64>> {
     Ok(
-        sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM bridge_out WHERE state = 'queued'")
+        sqlx::query_scalar(
+            "SELECT MIN(CASE WHEN locked_until > next_attempt_at THEN locked_until ELSE next_attempt_at END) \
+             FROM bridge_out WHERE state = 'queued'",
+        )
             .fetch_one(store.pool())
             .await?,
     )
@@ -199,12 +222,16 @@ mod tests {
             assert_eq!(jobs[0].kind, JobKind::Forward { user_id: a });
             assert_eq!(jobs[1].kind, JobKind::Legacy { key: "k1".into() });
             assert!(claim_due(&store, 6, 60, 10).await.unwrap().is_empty());
-            retry(&store, jobs[0].id, 100, "later".into())
+            retry(&store, &jobs[0], 100, "later".into()).await.unwrap();
+            finish(&store, &jobs[1], "done", "sent".into())
                 .await
                 .unwrap();
-            finish(&store, jobs[1].id, "done", "sent".into())
-                .await
-                .unwrap();
+            assert!(
+                finish(&store, &jobs[1], "done", "twice".into())
+                    .await
+                    .is_err(),
+                "a job is finished once"
+            );
             assert_eq!(next_due(&store).await.unwrap(), Some(100));
             let again = claim_due(&store, 100, 60, 10).await.unwrap();
             assert_eq!(again.len(), 1);

@@ -268,16 +268,30 @@ pub(crate) async fn claim_due<T>(
 where
     T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin + 'static,
 {
-    let skip_locked = match store.backend() {
-        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-        Backend::Sqlite => "",
-    };
-    let sql = format!(
-        "UPDATE {table} SET locked_until = $1, attempts = attempts + 1 WHERE id IN \
-         (SELECT id FROM {table} WHERE state = '{pending}' AND next_attempt_at <= $2 \
-          AND locked_until <= $2 ORDER BY next_attempt_at, id LIMIT $3{skip_locked}) \
-         RETURNING {returning}"
+    let due = format!(
+        "SELECT id FROM {table} WHERE state = '{pending}' AND next_attempt_at <= $2 \
+         AND locked_until <= $2 ORDER BY next_attempt_at, id LIMIT $3"
     );
+    let sql = match store.backend() {
+        // Materialized, so the planner cannot run the locking subquery more than once
+        // (and claim more than LIMIT rows).
+        Backend::Postgres => {
+            let returning: Vec<String> = returning
+                .split(',')
+                .map(|c| format!("t.{}", c.trim()))
+                .collect();
+            format!(
+                "WITH due AS MATERIALIZED ({due} FOR UPDATE SKIP LOCKED) \
+                 UPDATE {table} AS t SET locked_until = $1, attempts = t.attempts + 1 \
+                 FROM due WHERE t.id = due.id RETURNING {}",
+                returning.join(", ")
+            )
+        }
+        Backend::Sqlite => format!(
+            "UPDATE {table} SET locked_until = $1, attempts = attempts + 1 WHERE id IN ({due}) \
+             RETURNING {returning}"
+        ),
+    };
     store
         .write(Box::new(move |c| {
             Box::pin(async move {

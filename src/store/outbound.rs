@@ -100,6 +100,8 @@ pub struct Claimed {
     /// Attempts including this one.
     pub attempts: i64,
     pub expires_at: i64,
+    /// The lease this claim holds; settling checks it is still ours.
+    pub locked_until: i64,
 }
 
 /// Claims up to `max` due recipients for `lease` seconds, so no other worker (or node)
@@ -109,7 +111,7 @@ pub async fn claim_due(store: &Store, now: i64, lease: i64, max: i64) -> Result<
         store,
         "outbound_recipients",
         "queued",
-        "id, message_id, recipient, attempts, expires_at",
+        "id, message_id, recipient, attempts, expires_at, locked_until",
         now,
         lease,
         max,
@@ -177,15 +179,17 @@ pub enum Outcome {
 }
 
 /// Settles a claimed recipient: the last answer (for the queue listing and the
-/// report) and what happens next.
+/// report) and what happens next. Only while `claim` still holds: a worker that
+/// outlived its lease must not overwrite what the next one did. Returns whether it did.
 pub async fn settle(
     store: &Store,
-    id: i64,
+    claimed: &Claimed,
     outcome: Outcome,
     reply: String,
     remote_mta: Option<String>,
     now: i64,
-) -> Result<()> {
+) -> Result<bool> {
+    let (id, claim) = (claimed.id, claimed.locked_until);
     store
         .write(Box::new(move |c| {
             Box::pin(async move {
@@ -198,21 +202,24 @@ pub async fn settle(
                 };
                 let q = if state == "queued" {
                     "UPDATE outbound_recipients SET state = $1, next_attempt_at = $2, last_error = $3, \
-                     remote_mta = $4, locked_until = 0, report_state = $5 WHERE id = $6"
+                     remote_mta = $4, locked_until = 0, report_state = $5 \
+                     WHERE id = $6 AND state = 'queued' AND locked_until = $7"
                 } else {
                     "UPDATE outbound_recipients SET state = $1, settled_at = $2, last_error = $3, \
-                     remote_mta = $4, locked_until = 0, report_state = $5 WHERE id = $6"
+                     remote_mta = $4, locked_until = 0, report_state = $5 \
+                     WHERE id = $6 AND state = 'queued' AND locked_until = $7"
                 };
-                sqlx::query(q)
+                let done = sqlx::query(q)
                     .bind(state)
                     .bind(if state == "queued" { next } else { now })
                     .bind(reply)
                     .bind(remote_mta)
                     .bind(report)
                     .bind(id)
+                    .bind(claim)
                     .execute(&mut *c)
                     .await?;
-                Ok(())
+                Ok(done.rows_affected() == 1)
             })
         }))
         .await
@@ -240,13 +247,22 @@ pub async fn unreported(store: &Store, max: i64) -> Result<Vec<Unreported>> {
     .await?)
 }
 
-/// Marks failures as reported, inside the transaction that commits their report.
+/// Marks failures as reported, inside the transaction that commits their report. If
+/// another node reported one of them meanwhile, this fails, so that transaction (and
+/// its second report) is rolled back.
 pub(crate) async fn mark_reported_in(c: &mut AnyConnection, ids: &[i64]) -> Result<()> {
     for id in ids {
-        sqlx::query("UPDATE outbound_recipients SET report_state = 'done' WHERE id = $1")
-            .bind(id)
-            .execute(&mut *c)
-            .await?;
+        let done = sqlx::query(
+            "UPDATE outbound_recipients SET report_state = 'done' WHERE id = $1 AND report_state = 'pending'",
+        )
+        .bind(id)
+        .execute(&mut *c)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(super::StoreError::NotFound(format!(
+                "outbound recipient {id} with a report pending"
+            )));
+        }
     }
     Ok(())
 }
@@ -302,10 +318,11 @@ pub async fn flush(store: &Store, now: i64) -> Result<u64> {
         .await
 }
 
-/// When the next queued recipient is due, if any.
+/// When the next queued recipient is due (or its lease runs out), if any.
 pub async fn next_due(store: &Store) -> Result<Option<i64>> {
     Ok(sqlx::query_scalar(
-        "SELECT MIN(next_attempt_at) FROM outbound_recipients WHERE state = 'queued'",
+        "SELECT MIN(CASE WHEN locked_until > next_attempt_at THEN locked_until ELSE next_attempt_at END) \
+         FROM outbound_recipients WHERE state = 'queued'",
     )
     .fetch_one(store.pool())
     .await?)
@@ -374,9 +391,15 @@ mod tests {
             assert_eq!(again.len(), 2, "a dead worker's claims are taken over");
             assert!(again.iter().all(|c| c.attempts == 2));
 
+            assert!(
+                !settle(&store, &claimed[0], Outcome::Sent, "late".into(), None, 72)
+                    .await
+                    .unwrap(),
+                "a claim that ran out settles nothing"
+            );
             settle(
                 &store,
-                again[0].id,
+                &again[0],
                 Outcome::Sent,
                 "250 ok".into(),
                 Some("mx.x.test".into()),
@@ -386,7 +409,7 @@ mod tests {
             .unwrap();
             settle(
                 &store,
-                again[1].id,
+                &again[1],
                 Outcome::Retry { at: 500 },
                 "451 later".into(),
                 None,
@@ -401,7 +424,7 @@ mod tests {
             assert_eq!(third.len(), 1);
             settle(
                 &store,
-                third[0].id,
+                &third[0],
                 Outcome::Failed { report: true },
                 "550 5.1.1 no".into(),
                 None,
