@@ -674,6 +674,16 @@ async fn forwarded_mail_is_ours_to_sign_and_replies_find_their_way_back() {
             .unwrap_err()
             .is_permanent()
     );
+    // Mail that has been round the loop too often is refused at the MX.
+    let looped = format!(
+        "{}{original}",
+        "Received: from a.remote.test by b.remote.test; Thu, 26 Nov 2026 10:00:00 +0000\r\n"
+            .repeat(26)
+    );
+    let e = send(&mx(&b), "dan@example.test", &["alice@bridge.test"], &looped)
+        .await
+        .unwrap_err();
+    assert_eq!(e.status().map(u16::from), Some(554), "{e}");
     // A reply address mixed with another recipient must go alone.
     let e = send(
         &mx(&b),

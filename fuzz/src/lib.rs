@@ -333,8 +333,62 @@ pub fn smtp_input(data: &[u8]) {
 /// Mail as it comes off the MX: converted to content, whose JSON round-trips, whose
 /// raw copy is the input when small, whose blobs open to their attachments' sizes, and
 /// which renders as MIME again.
+/// The header edits and the DSN on any bytes: line ends all CRLF after normalizing,
+/// removed fields gone, and a report that is 7-bit with CRLF line ends only.
+pub fn outbound(data: &[u8]) {
+    use lnmp_bridge::outbound::{dsn, headers};
+    let normal = headers::normalize_line_endings(data);
+    for (i, b) in normal.iter().enumerate() {
+        match b {
+            b'\r' => assert_eq!(normal.get(i + 1), Some(&b'\n'), "bare CR after normalizing"),
+            b'\n' => assert!(i > 0 && normal[i - 1] == b'\r', "bare LF after normalizing"),
+            _ => {}
+        }
+    }
+    let stripped = headers::remove_fields(&normal, &["From", "Received"]);
+    assert!(
+        headers::field_values(&stripped, "From").is_empty(),
+        "From removed"
+    );
+    let _ = (
+        headers::hop_count(data),
+        headers::is_automatic(data),
+        headers::is_report(data),
+    );
+    let text = String::from_utf8_lossy(&data[..data.len().min(200)]).into_owned();
+    let field = headers::address_field("From", &text, "a@example.org");
+    assert!(
+        !field.contains('\n') || field.contains("\r\n "),
+        "one field, folded at most"
+    );
+    let report = dsn::render(&dsn::Report {
+        reporting_mta: "mx.example.org",
+        from: "MAILER-DAEMON@example.org",
+        to: &text,
+        arrival_date: 0,
+        now: 0,
+        message_id: "r@example.org",
+        original: data,
+        recipients: &[dsn::RecipientStatus {
+            recipient: text.clone(),
+            action: dsn::Action::Failed,
+            status: dsn::status_of(Some(550), &text),
+            remote_mta: Some(text.clone()),
+            diagnostic: Some(text.clone()),
+            last_attempt: 0,
+        }],
+    });
+    assert!(report.is_ascii(), "a DSN is 7-bit");
+    assert_eq!(
+        headers::normalize_line_endings(&report).len(),
+        report.len(),
+        "a DSN has CRLF line ends only"
+    );
+}
+
 pub fn mime(data: &[u8]) {
     use lnmp_bridge::convert::{self, ConvertOptions, Envelope, Origin};
+    outbound(data);
     let opts = ConvertOptions {
         max_inline_raw: 4096,
         max_inline_body: 4096,

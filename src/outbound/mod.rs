@@ -110,6 +110,10 @@ impl Outbound {
         let mut mail = self.store.mail_changes();
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut pruned = std::time::Instant::now();
+        // Forwards, LNMP-to-email jobs and reports are looked at when work is announced
+        // or the timer runs out, not after every delivery: that keeps the database's
+        // writer free for the deliveries themselves.
+        let mut sweep = true;
         loop {
             if shutdown.is_cancelled() {
                 break;
@@ -122,11 +126,13 @@ impl Outbound {
                     Err(e) => tracing::warn!(error = %e, "cannot prune the outbound queue"),
                 }
             }
-            if let Err(e) = self.bridge.run_due(&self.courier).await {
-                tracing::warn!(error = %e, "turning LNMP messages into email failed; retrying");
-            }
-            if let Err(e) = report::send_due(&self.courier, &self.settings).await {
-                tracing::warn!(error = %e, "reporting failed deliveries failed; retrying");
+            if std::mem::take(&mut sweep) {
+                if let Err(e) = self.bridge.run_due(&self.courier).await {
+                    tracing::warn!(error = %e, "turning LNMP messages into email failed; retrying");
+                }
+                if let Err(e) = report::send_due(&self.courier, &self.settings).await {
+                    tracing::warn!(error = %e, "reporting failed deliveries failed; retrying");
+                }
             }
             let free = self.settings.max_parallel.saturating_sub(tasks.len());
             if free > 0 {
@@ -148,14 +154,17 @@ impl Outbound {
             };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                _ = work.changed() => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {
+                    while tasks.try_join_next().is_some() {}
+                }
+                _ = work.changed() => sweep = true,
                 r = mail.recv() => {
                     if let Err(tokio::sync::broadcast::error::RecvError::Closed) = r {
                         mail = self.store.mail_changes();
                     }
+                    sweep = true;
                 }
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep(wait) => sweep = true,
             }
         }
         while tasks.join_next().await.is_some() {}
@@ -244,6 +253,7 @@ impl Outbound {
             },
         };
         let now = store::now();
+        let mut to_report = false;
         let reportable =
             !message.mail_from.is_empty() && message.origin() != outbound::Origin::Report;
         for (c, o) in group.iter().zip(outcomes) {
@@ -259,6 +269,7 @@ impl Outbound {
                     }
                 }
             };
+            to_report |= matches!(settled, outbound::Outcome::Failed { report: true });
             match &settled {
                 outbound::Outcome::Sent => {
                     tracing::info!(to = %c.recipient, relay = ?o.remote_mta, reply = %o.reply, "delivered")
@@ -286,7 +297,9 @@ impl Outbound {
                 Err(e) => tracing::error!(error = %e, "cannot record a delivery attempt"),
             }
         }
-        self.store.work_queued();
+        if to_report {
+            self.store.work_queued();
+        }
     }
 
     /// The bytes as sent: one line ending throughout (so dot-stuffing covers every
