@@ -864,6 +864,76 @@ async fn lnmp_mail_to_an_email_sender_leaves_as_threaded_email() {
         Some(hello.id.to_hex().as_str())
     );
 
+    // An answer to a stranger whose relays never take it comes back to Dan as a DSN.
+    let erin = Identity::from_seed(&lnmp_bridge::lnmp::Seed::generate(&mut rand_core::OsRng));
+    let mut to_dan = draft(dan_key, "from erin", None);
+    let dead_relay = format!("ws://127.0.0.1:{}", common::free_port());
+    to_dan.relays = vec![dead_relay.clone()];
+    let from_erin = Message::seal(&erin, &to_dan, &mut rand_core::OsRng).unwrap();
+    publish(&from_erin).await;
+    let got = loop {
+        if let Some(m) = sink
+            .all()
+            .into_iter()
+            .find(|m| m.header("Subject").as_deref() == Some("from erin"))
+        {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let answer = format!(
+        "From: dan@example.test\r\nTo: {0}\r\nSubject: Re: from erin\r\n\r\nhi erin\r\n",
+        got.mail_from
+    );
+    send(&mx(&b), "dan@example.test", &[&got.mail_from], &answer)
+        .await
+        .unwrap();
+    // The relay Erin named is down; her message's lifetime ends.
+    wait_until("the answer queued for Erin's relay", || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM relay_outbox WHERE relays = $1 AND report_to IS NOT NULL",
+        )
+        .bind(&dead_relay)
+        .fetch_one(b.store().pool())
+        .await
+        .unwrap()
+            == 1
+    })
+    .await;
+    sqlx::query("UPDATE relay_outbox SET expires_at = 0 WHERE relays = $1")
+        .bind(&dead_relay)
+        .execute(b.store().pool())
+        .await
+        .unwrap();
+    let bounce = loop {
+        if let Some(m) = sink
+            .all()
+            .into_iter()
+            .find(|m| m.mail_from.is_empty() && m.rcpt == ["dan@example.test"])
+        {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let text = String::from_utf8_lossy(&bounce.data);
+    assert!(headers::is_report(&bounce.data), "{text}");
+    assert!(
+        text.contains(&format!("Final-Recipient: rfc822; {}", got.mail_from)),
+        "{text}"
+    );
+    assert!(text.contains("Status: 4.4.7"), "{text}");
+    assert!(
+        text.contains("Subject: Re: from erin"),
+        "the original's header section: {text}"
+    );
+    assert!(!text.contains("hi erin"), "never the body");
+    assert!(
+        b.judge(&bounce)
+            .await
+            .dkim_domains
+            .contains(&DOMAIN.to_owned())
+    );
+
     // Carol writes to an email sender whose domain takes no mail: she is told over LNMP.
     store::legacy::remember(
         b.store(),

@@ -20,6 +20,15 @@ ALTER TABLE outbound_recipients ADD COLUMN settled_at INTEGER;
 ALTER TABLE outbound_recipients ADD COLUMN report_state TEXT NOT NULL DEFAULT 'none';
 CREATE INDEX outbound_recipients_reports ON outbound_recipients (report_state);
 
+-- Who is told when an LNMP message that came in as email cannot be published:
+-- 'user:<id>' (a submission: a DSN in their INBOX) or 'email:<address>' (an email
+-- sender's answer through a reply address: a DSN by email); NULL for nobody. The
+-- recipients as they were addressed and the email's header section go into the DSN.
+ALTER TABLE relay_outbox ADD COLUMN report_to TEXT;
+ALTER TABLE relay_outbox ADD COLUMN report_rcpts TEXT NOT NULL DEFAULT '';
+ALTER TABLE relay_outbox ADD COLUMN report_headers BLOB;
+ALTER TABLE relay_outbox ADD COLUMN report_state TEXT NOT NULL DEFAULT 'none';
+
 -- LNMP messages to turn into email: 'forward' (a copy of what reached user_id's INBOX
 -- for their forward address) or 'legacy' (a message to the derived key target of an
 -- email sender). target is the user id as text or the key, for uniqueness.

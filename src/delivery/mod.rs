@@ -83,8 +83,33 @@ pub struct BridgedMail<'a> {
     pub recipients: Vec<(UserInfo, &'static str)>,
     /// LNMP keys elsewhere, with the relays to publish to.
     pub remote: Vec<(PublicKey, Vec<String>)>,
-    /// Failed outbound recipients this mail reports, marked so in the same commit.
-    pub reported: Vec<i64>,
+    /// The failures this mail reports, marked so in the same commit.
+    pub reported: Vec<Reported>,
+}
+
+impl<'a> BridgedMail<'a> {
+    /// A report (DSN) from `sender`, our MAILER-DAEMON, about `reported`; its
+    /// recipient is chosen by [`Courier::deliver_report`].
+    pub fn report(raw: &'a [u8], sender: &'a str, reported: Vec<Reported>) -> BridgedMail<'a> {
+        BridgedMail {
+            raw,
+            mail_from: "",
+            sender,
+            authentication_results: None,
+            recipients: Vec::new(),
+            remote: Vec::new(),
+            reported,
+        }
+    }
+}
+
+/// A failure a report is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reported {
+    /// A recipient of the outbound (SMTP) queue.
+    Outbound(i64),
+    /// A message of the relay outbox.
+    Outbox(i64),
 }
 
 /// What the courier needs from the config.
@@ -210,6 +235,14 @@ impl Courier {
             )?;
             self.add(&mut batch, message, vec![(user.id, *mailbox)], Vec::new());
         }
+        // An email sender's answer that no relay takes comes back to them as a DSN.
+        if !mail.mail_from.is_empty() && mail.reported.is_empty() && !mail.remote.is_empty() {
+            batch.outbox_report = Some(store::outbox::FailureReport {
+                to: store::outbox::ReportTo::Email(mail.mail_from.to_owned()),
+                recipients: Vec::new(),
+                headers: header_section(mail.raw),
+            });
+        }
         for (key, relays) in &mail.remote {
             let message = Self::seal(
                 &sender,
@@ -277,6 +310,16 @@ impl Courier {
             size: raw.len() as i64,
             ..Batch::default()
         };
+        // A message no relay takes comes back to the user as a DSN.
+        batch.outbox_report = Some(store::outbox::FailureReport {
+            to: store::outbox::ReportTo::User(user.id),
+            recipients: routes
+                .iter()
+                .filter(|(_, r)| matches!(r, Route::Lnmp { .. }))
+                .map(|(a, _)| a.clone())
+                .collect(),
+            headers: header_section(&without_bcc(raw)),
+        });
         let lnmp: Vec<&(String, Route)> = routes
             .iter()
             .filter(|(_, r)| !matches!(r, Route::Email(_) | Route::Reply(_)))
@@ -446,12 +489,27 @@ impl Courier {
                         store::mail::file_in(c, user_id, mailbox, &mail).await?;
                     }
                     for (id, json, relays, expires_at) in &b.outbox {
-                        store::outbox::enqueue_in(c, id, json, relays, *expires_at).await?;
+                        store::outbox::enqueue_in(
+                            c,
+                            id,
+                            json,
+                            relays,
+                            *expires_at,
+                            b.outbox_report.as_ref(),
+                        )
+                        .await?;
                     }
                     if let Some(o) = &b.outbound {
                         store::outbound::enqueue_in(c, o).await?;
                     }
-                    store::outbound::mark_reported_in(c, &b.reported).await?;
+                    for r in &b.reported {
+                        match r {
+                            Reported::Outbound(id) => {
+                                store::outbound::mark_reported_in(c, &[*id]).await?
+                            }
+                            Reported::Outbox(id) => store::outbox::mark_reported_in(c, *id).await?,
+                        }
+                    }
                     Ok(())
                 })
             }))
@@ -491,6 +549,11 @@ fn without_bcc(raw: &[u8]) -> Vec<u8> {
     crate::outbound::headers::remove_fields(raw, &["Bcc"])
 }
 
+/// The header section of a message (through its blank line), for a report.
+fn header_section(raw: &[u8]) -> Vec<u8> {
+    raw[..crate::outbound::headers::body_start(raw)].to_vec()
+}
+
 /// Adds the URLs of `more` missing from `into`.
 fn union(into: &mut Vec<String>, more: &[String]) {
     for u in more {
@@ -510,9 +573,11 @@ struct Batch {
     copies: Vec<LocalCopy>,
     /// (message id, JSON, relays, expiry) for the relay outbox.
     outbox: Vec<(String, String, Vec<String>, i64)>,
+    /// Who hears of it if the relay outbox cannot publish them.
+    outbox_report: Option<store::outbox::FailureReport>,
     outbound: Option<store::outbound::NewOutbound>,
-    /// Failed outbound recipients this batch reports.
-    reported: Vec<i64>,
+    /// The failures this batch reports.
+    reported: Vec<Reported>,
 }
 
 /// Commits one local copy to the embedded relay's store (which files the users' LNMP

@@ -6,7 +6,7 @@
 
 use super::Settings;
 use super::dsn::{self, Action, RecipientStatus, Report};
-use crate::delivery::{BridgedMail, Courier, DeliveryError, ReportTo};
+use crate::delivery::{BridgedMail, Courier, DeliveryError, ReportTo, Reported};
 use crate::store::{self, outbound};
 use std::collections::BTreeMap;
 
@@ -67,15 +67,11 @@ pub async fn send_due(courier: &Courier, settings: &Settings) -> Result<(), Deli
             },
             outbound::Origin::Report => ReportTo::Nobody,
         };
-        let mail = BridgedMail {
-            raw: &bytes,
-            mail_from: "",
-            sender: &daemon,
-            authentication_results: None,
-            recipients: Vec::new(),
-            remote: Vec::new(),
-            reported: ids.clone(),
-        };
+        let mail = BridgedMail::report(
+            &bytes,
+            &daemon,
+            ids.iter().map(|id| Reported::Outbound(*id)).collect(),
+        );
         // One report that cannot be made must not hold up the others.
         match courier.deliver_report(mail, to).await {
             Ok(true) => {
@@ -89,6 +85,111 @@ pub async fn send_due(courier: &Courier, settings: &Settings) -> Result<(), Deli
             Err(e) => {
                 tracing::warn!(error = %e, to = %message.mail_from, "cannot deliver a delivery report yet")
             }
+        }
+    }
+    send_outbox_due(courier, settings).await
+}
+
+/// Reports for mail that came in as email and that no relay would take: a user's
+/// submission to an LNMP address (a DSN in their INBOX), an email sender's answer
+/// through a reply address (a DSN by email, from the null sender).
+async fn send_outbox_due(courier: &Courier, settings: &Settings) -> Result<(), DeliveryError> {
+    use crate::store::outbox::{self, ReportTo as Target};
+    let store = courier.custody().store().clone();
+    for row in outbox::unreported(&store, 100).await? {
+        let reply = row.last_error.clone().unwrap_or_default();
+        let mut recipients = row.report.recipients.clone();
+        if recipients.is_empty() {
+            recipients = super::headers::field_values(&row.report.headers, "To")
+                .into_iter()
+                .flat_map(|v| {
+                    v.split(',')
+                        .map(|a| {
+                            a.trim()
+                                .trim_start_matches('<')
+                                .trim_end_matches('>')
+                                .to_owned()
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .filter(|a| !a.is_empty())
+                .collect();
+        }
+        let status = if reply.contains("expired") {
+            "4.4.7"
+        } else {
+            "5.0.0"
+        };
+        let statuses: Vec<RecipientStatus> = recipients
+            .iter()
+            .map(|r| RecipientStatus {
+                recipient: r.clone(),
+                action: Action::Failed,
+                status: status.to_owned(),
+                remote_mta: None,
+                diagnostic: Some(format!("lnmp; {reply}")),
+                last_attempt: store::now(),
+            })
+            .collect();
+        let to_address = match &row.report.to {
+            Target::Email(a) => a.clone(),
+            Target::User(id) => match store::users::get_by_id(&store, *id).await? {
+                Some(u) => format!("{}@{}", u.username, settings.domain),
+                None => String::new(),
+            },
+        };
+        if to_address.is_empty() {
+            continue;
+        }
+        let daemon = format!("MAILER-DAEMON@{}", settings.domain);
+        let report_id = format!("dsn.lnmp.{}@{}", row.id, settings.hostname);
+        let bytes = dsn::render(&Report {
+            reporting_mta: &settings.hostname,
+            from: &daemon,
+            to: &to_address,
+            arrival_date: row.created_at,
+            now: store::now(),
+            message_id: &report_id,
+            original: &row.report.headers,
+            recipients: &statuses,
+        });
+        let result = match &row.report.to {
+            Target::User(id) => courier
+                .deliver_report(
+                    BridgedMail::report(&bytes, &daemon, vec![Reported::Outbox(row.id)]),
+                    ReportTo::User(*id),
+                )
+                .await
+                .map(|_| ()),
+            Target::Email(address) => {
+                let now = store::now();
+                let queued = outbound::NewOutbound {
+                    user_id: None,
+                    mail_from: String::new(),
+                    recipients: vec![address.clone()],
+                    raw: bytes,
+                    created_at: now,
+                    expires_at: now.saturating_add(settings.timing.lifetime.as_secs() as i64),
+                    origin: outbound::Origin::Report,
+                };
+                let id = row.id;
+                let r = store
+                    .write(Box::new(move |c| {
+                        Box::pin(async move {
+                            outbound::enqueue_in(c, &queued).await?;
+                            outbox::mark_reported_in(c, id).await
+                        })
+                    }))
+                    .await;
+                store.work_queued();
+                r.map_err(DeliveryError::from)
+            }
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(to = %to_address, message = %row.message_id, "reported a message no relay took")
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot report a message no relay took yet"),
         }
     }
     Ok(())

@@ -165,7 +165,10 @@ impl Outbox {
             Settled::Sent { relay } => outbox::mark_sent(&self.store, row.id, relay.clone()).await,
             Settled::Failed(why) => {
                 tracing::warn!(message = %row.message_id, "giving up on a message: {why}");
-                outbox::mark_failed(&self.store, row.id, why.clone()).await
+                outbox::mark_failed(&self.store, row.id, why.clone()).await?;
+                // Its sender may be due a report (outbound/report.rs).
+                self.store.work_queued();
+                Ok(())
             }
             Settled::AwaitingPayment(why) => {
                 outbox::mark_payment(&self.store, row.id, why.clone()).await

@@ -45,31 +45,139 @@ pub async fn enqueue(
 ) -> Result<()> {
     store
         .write(Box::new(move |c| {
-            Box::pin(async move { enqueue_in(c, &message_id, &body, &relays, expires_at).await })
+            Box::pin(
+                async move { enqueue_in(c, &message_id, &body, &relays, expires_at, None).await },
+            )
         }))
         .await
 }
 
-/// [`enqueue`] inside the caller's transaction.
+/// Who hears of it when a message that came in as email cannot be published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportTo {
+    /// A user of this domain (their submission).
+    User(i64),
+    /// An email sender (their answer through a reply address).
+    Email(String),
+}
+
+impl ReportTo {
+    fn encode(&self) -> String {
+        match self {
+            ReportTo::User(id) => format!("user:{id}"),
+            ReportTo::Email(a) => format!("email:{a}"),
+        }
+    }
+
+    fn decode(s: &str) -> Option<ReportTo> {
+        match s.split_once(':')? {
+            ("user", id) => id.parse().ok().map(ReportTo::User),
+            ("email", a) => Some(ReportTo::Email(a.to_owned())),
+            _ => None,
+        }
+    }
+}
+
+/// What a report about a queued message needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureReport {
+    pub to: ReportTo,
+    /// The recipients as the email addressed them.
+    pub recipients: Vec<String>,
+    /// The email's header section.
+    pub headers: Vec<u8>,
+}
+
+/// [`enqueue`] inside the caller's transaction, with whom to tell if it fails.
 pub(crate) async fn enqueue_in(
     c: &mut sqlx::AnyConnection,
     message_id: &str,
     body: &str,
     relays: &[String],
     expires_at: i64,
+    report: Option<&FailureReport>,
 ) -> Result<()> {
     let t = now();
     sqlx::query(
-        "INSERT INTO relay_outbox (message_id, relays, body, next_attempt_at, expires_at, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $4) ON CONFLICT (message_id) DO NOTHING",
+        "INSERT INTO relay_outbox (message_id, relays, body, next_attempt_at, expires_at, created_at, \
+         report_to, report_rcpts, report_headers) \
+         VALUES ($1, $2, $3, $4, $5, $4, $6, $7, $8) ON CONFLICT (message_id) DO NOTHING",
     )
     .bind(message_id)
     .bind(relays.join("\n"))
     .bind(body)
     .bind(t)
     .bind(expires_at)
+    .bind(report.map(|r| r.to.encode()))
+    .bind(report.map(|r| r.recipients.join(" ")).unwrap_or_default())
+    .bind(report.map(|r| r.headers.clone()))
     .execute(&mut *c)
     .await?;
+    Ok(())
+}
+
+/// A message that could not be published, whose sender has not been told yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreported {
+    pub id: i64,
+    pub message_id: String,
+    pub created_at: i64,
+    pub last_error: Option<String>,
+    pub report: FailureReport,
+}
+
+/// Failures waiting for their report.
+pub async fn unreported(store: &Store, max: i64) -> Result<Vec<Unreported>> {
+    type Row = (
+        i64,
+        String,
+        i64,
+        Option<String>,
+        Option<String>,
+        String,
+        Option<Vec<u8>>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, message_id, created_at, last_error, report_to, report_rcpts, report_headers \
+         FROM relay_outbox WHERE report_state = 'pending' ORDER BY id LIMIT $1",
+    )
+    .bind(max)
+    .fetch_all(store.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(
+            |(id, message_id, created_at, last_error, to, rcpts, headers)| {
+                Some(Unreported {
+                    id,
+                    message_id,
+                    created_at,
+                    last_error,
+                    report: FailureReport {
+                        to: ReportTo::decode(&to?)?,
+                        recipients: rcpts.split_whitespace().map(str::to_owned).collect(),
+                        headers: headers.unwrap_or_default(),
+                    },
+                })
+            },
+        )
+        .collect())
+}
+
+/// Marks a failure reported, inside the transaction that commits its report; fails if
+/// it was reported already (by another node), rolling that transaction back.
+pub(crate) async fn mark_reported_in(c: &mut sqlx::AnyConnection, id: i64) -> Result<()> {
+    let done = sqlx::query(
+        "UPDATE relay_outbox SET report_state = 'done' WHERE id = $1 AND report_state = 'pending'",
+    )
+    .bind(id)
+    .execute(&mut *c)
+    .await?;
+    if done.rows_affected() != 1 {
+        return Err(super::StoreError::NotFound(format!(
+            "relay outbox row {id} with a report pending"
+        )));
+    }
     Ok(())
 }
 
@@ -125,7 +233,8 @@ pub async fn mark_sent(store: &Store, id: i64, accepted_by: String) -> Result<()
 pub async fn mark_failed(store: &Store, id: i64, error: String) -> Result<()> {
     update(
         store,
-        "UPDATE relay_outbox SET state = 'failed', last_error = $1, locked_until = 0 WHERE id = $2",
+        "UPDATE relay_outbox SET state = 'failed', last_error = $1, locked_until = 0, \
+         report_state = CASE WHEN report_to IS NULL THEN 'none' ELSE 'pending' END WHERE id = $2",
         id,
         Some(error),
         None,
