@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-const DOMAIN: &str = "bridge.test";
-const HOST: &str = "mx.bridge.test";
+use common::{DOMAIN, HOST};
 
 struct Bridge {
     running: Option<Running>,
@@ -38,13 +37,7 @@ impl Bridge {
             .port()
     }
     fn smtp_port(&self, kind: Listener) -> u16 {
-        self.running()
-            .smtp
-            .iter()
-            .find(|(k, _)| *k == kind)
-            .unwrap()
-            .1
-            .port()
+        common::smtp_port(self.running(), kind)
     }
     async fn stop(&mut self) {
         self.running.take().unwrap().stop().await;
@@ -58,29 +51,11 @@ impl Bridge {
 
 async fn bridge(tune: impl FnOnce(&mut Config)) -> Bridge {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.server.domain = DOMAIN.into();
-    config.server.hostname = HOST.into();
-    config.server.data_dir = dir.path().join("data");
-    config.http.listen = "127.0.0.1:0".into();
-    config.relay.listen = "127.0.0.1:0".into();
-    config.smtp.mx_listen = "127.0.0.1:0".into();
-    config.smtp.submission_listen = "127.0.0.1:0".into();
-    config.smtp.submissions_listen = "127.0.0.1:0".into();
+    let mut config = common::loopback_config(dir.path());
     config.smtp.verify = false;
-    config.imap.listen = "127.0.0.1:0".into();
-    config.imap.tls_listen = "127.0.0.1:0".into();
     config.imap.allow_plaintext_auth_on_loopback = true;
     tune(&mut config);
-    config.validate().unwrap();
-    let running = daemon::start(&config).await.unwrap();
-    for name in ["alice", "bob"] {
-        running
-            .custody
-            .add_user(name, &format!("pw-of-{name}"))
-            .await
-            .unwrap();
-    }
+    let running = common::start_with_users(&config).await;
     Bridge {
         running: Some(running),
         config,

@@ -23,8 +23,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
-const DOMAIN: &str = "bridge.test";
-const HOST: &str = "mx.bridge.test";
+use common::{DOMAIN, HOST};
 
 fn zone(sink_ip: &str) -> String {
     format!(
@@ -189,13 +188,7 @@ impl Bridge {
         self.running.as_ref().unwrap()
     }
     fn port(&self, kind: Listener) -> u16 {
-        self.running()
-            .smtp
-            .iter()
-            .find(|(k, _)| *k == kind)
-            .unwrap()
-            .1
-            .port()
+        common::smtp_port(self.running(), kind)
     }
     fn store(&self) -> &store::Store {
         self.running().custody.store()
@@ -237,17 +230,11 @@ async fn bridge(tune: impl FnOnce(&mut Config)) -> Bridge {
     )
     .await
     .unwrap();
-    let mut config = Config::default();
-    config.server.domain = DOMAIN.into();
-    config.server.hostname = HOST.into();
-    config.server.data_dir = data;
-    config.http.listen = "127.0.0.1:0".into();
+    let mut config = common::loopback_config(dir.path());
     let relay_port = common::free_port();
     config.relay.listen = format!("127.0.0.1:{relay_port}");
     config.relay.public_url = format!("ws://127.0.0.1:{relay_port}");
     config.relay.tls = false;
-    config.smtp.mx_listen = "127.0.0.1:0".into();
-    config.smtp.submission_listen = "127.0.0.1:0".into();
     config.smtp.submissions_listen = String::new();
     config.imap.listen = String::new();
     config.imap.tls_listen = String::new();
@@ -258,15 +245,7 @@ async fn bridge(tune: impl FnOnce(&mut Config)) -> Bridge {
     config.outbound.poll_seconds = 1;
     config.outbound.timeout_seconds = 10;
     tune(&mut config);
-    config.validate().unwrap();
-    let running = daemon::start(&config).await.unwrap();
-    for name in ["alice", "bob"] {
-        running
-            .custody
-            .add_user(name, &format!("pw-of-{name}"))
-            .await
-            .unwrap();
-    }
+    let running = common::start_with_users(&config).await;
     Bridge {
         running: Some(running),
         config,

@@ -9,7 +9,7 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use lnmp_bridge::config::Config;
-use lnmp_bridge::daemon::{self, Running};
+use lnmp_bridge::daemon::Running;
 use lnmp_bridge::lnmp::content::RawEmail;
 use lnmp_bridge::lnmp::{Limits, Message, MessageContent};
 use lnmp_bridge::smtp::Listener;
@@ -18,8 +18,7 @@ use lnmp_bridge::testing::dns::{self, DnsServer, Zone};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-const DOMAIN: &str = "bridge.test";
-const HOST: &str = "mx.bridge.test";
+use common::{DOMAIN, HOST};
 const ZONE: &str = "
 example.test TXT \"v=spf1 ip4:127.0.0.1 -all\"
 _dmarc.example.test TXT \"v=DMARC1; p=reject\"
@@ -38,13 +37,7 @@ impl Bridge {
         self.running.as_ref().unwrap()
     }
     fn port(&self, kind: Listener) -> u16 {
-        self.running()
-            .smtp
-            .iter()
-            .find(|(k, _)| *k == kind)
-            .unwrap()
-            .1
-            .port()
+        common::smtp_port(self.running(), kind)
     }
     fn store(&self) -> &store::Store {
         self.running().custody.store()
@@ -68,29 +61,11 @@ async fn bridge_with_zone(extra: &str, tune: impl FnOnce(&mut Config)) -> Bridge
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.server.domain = DOMAIN.into();
-    config.server.hostname = HOST.into();
-    config.server.data_dir = dir.path().join("data");
-    config.http.listen = "127.0.0.1:0".into();
-    config.relay.listen = "127.0.0.1:0".into();
-    config.smtp.mx_listen = "127.0.0.1:0".into();
-    config.smtp.submission_listen = "127.0.0.1:0".into();
-    config.smtp.submissions_listen = "127.0.0.1:0".into();
-    config.imap.listen = "127.0.0.1:0".into();
-    config.imap.tls_listen = "127.0.0.1:0".into();
+    let mut config = common::loopback_config(dir.path());
     config.dns.nameservers = vec![dns.addr().to_string()];
     config.dns.timeout_seconds = 2;
     tune(&mut config);
-    config.validate().unwrap();
-    let running = daemon::start(&config).await.unwrap();
-    for name in ["alice", "bob"] {
-        running
-            .custody
-            .add_user(name, &format!("pw-of-{name}"))
-            .await
-            .unwrap();
-    }
+    let running = common::start_with_users(&config).await;
     Bridge {
         running: Some(running),
         _dns: dns,

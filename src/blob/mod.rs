@@ -17,6 +17,8 @@ pub enum BlobError {
     },
     #[error("the blob writer task failed: {0}")]
     Task(String),
+    #[error("cannot open the attachment {cid}: {reason}")]
+    Open { cid: String, reason: String },
 }
 
 /// A folder of blobs, fanned out by the last two characters of the CID so no folder
@@ -62,6 +64,36 @@ impl BlobStore {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io(&path)(e)),
+        }
+    }
+}
+
+impl BlobStore {
+    /// An attachment's decrypted bytes, or None if this store does not hold its blob.
+    pub async fn open(
+        &self,
+        file: &crate::lnmp::blob::FileAttachment,
+    ) -> Result<Option<Vec<u8>>, BlobError> {
+        let Some(blob) = self.get(&file.cid).await? else {
+            return Ok(None);
+        };
+        file.open(&blob)
+            .map(|b| Some(b.to_vec()))
+            .map_err(|e| BlobError::Open {
+                cid: file.cid.to_string(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// A bridged email's raw bytes: inline in the content, or from its blob (None if
+    /// this store does not hold it).
+    pub async fn raw_email(
+        &self,
+        raw: &crate::lnmp::content::RawEmail,
+    ) -> Result<Option<Vec<u8>>, BlobError> {
+        match raw {
+            crate::lnmp::content::RawEmail::Inline(bytes) => Ok(Some(bytes.clone())),
+            crate::lnmp::content::RawEmail::Blob(file) => self.open(file).await,
         }
     }
 }

@@ -143,6 +143,12 @@ pub fn normalize_contact(address: &str) -> Result<String> {
             .map(|x| x.to_string())
             .map_err(|e| CustodyError::Invalid(format!("{a:?} is not a valid LNMP address: {e}")));
     }
+    normalize_email(a)
+        .ok_or_else(|| CustodyError::Invalid(format!("{a:?} is not an email or LNMP address")))
+}
+
+/// An email address in lower case, or None if `a` is not one.
+fn normalize_email(a: &str) -> Option<String> {
     match a.rsplit_once('@') {
         Some((local, domain))
             if !local.is_empty()
@@ -151,11 +157,9 @@ pub fn normalize_contact(address: &str) -> Result<String> {
                 && a.bytes().all(|b| b.is_ascii_graphic())
                 && !local.contains('@') =>
         {
-            Ok(a.to_ascii_lowercase())
+            Some(a.to_ascii_lowercase())
         }
-        _ => Err(CustodyError::Invalid(format!(
-            "{a:?} is not an email or LNMP address"
-        ))),
+        _ => None,
     }
 }
 
@@ -266,7 +270,7 @@ impl Custody {
 
     /// The token of the reply address through which `replier` answers `peer_key`:
     /// derived from the master key, so it is the same every time and cannot be
-    /// guessed. 26 lowercase base32 characters (130 bits), since mail systems may
+    /// guessed: 32 lowercase hex digits (128 bits), which survive mail systems that
     /// change the case of a local part.
     pub fn reply_token(
         &self,
@@ -279,18 +283,7 @@ impl Custody {
             Replier::Legacy(a) => format!("legacy:{}:{peer_key}", a.to_ascii_lowercase()),
         };
         let bytes = self.master.derive(Purpose::ReplyRoute, input.as_bytes());
-        const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
-        let mut out = String::with_capacity(26);
-        let (mut acc, mut bits) = (0u32, 0u32);
-        for &b in bytes.iter().take(17) {
-            acc = (acc << 8) | u32::from(b);
-            bits += 8;
-            while bits >= 5 && out.len() < 26 {
-                bits -= 5;
-                out.push(ALPHABET[((acc >> bits) & 31) as usize] as char);
-            }
-        }
-        out
+        hex::encode(&bytes[..16])
     }
 
     /// Sets or clears a user's forward address (an email address outside this domain).
@@ -298,18 +291,14 @@ impl Custody {
         let address = match address {
             None => None,
             Some(a) => {
-                let a = a.trim().to_ascii_lowercase();
-                let valid = a.rsplit_once('@').is_some_and(|(l, d)| {
-                    !l.is_empty()
-                        && d.contains('.')
-                        && a.bytes()
-                            .all(|b| b.is_ascii_graphic() && !b"<>()[],;:\\\"".contains(&b))
-                });
-                if !valid {
-                    return Err(CustodyError::Invalid(format!(
-                        "{a:?} is not an email address"
-                    )));
-                }
+                let a = a.trim();
+                let a = normalize_email(a)
+                    .filter(|_| {
+                        !a.contains(['<', '>', '(', ')', '[', ']', ',', ';', ':', '\\', '"'])
+                    })
+                    .ok_or_else(|| {
+                        CustodyError::Invalid(format!("{a:?} is not an email address"))
+                    })?;
                 if a.rsplit_once('@').is_some_and(|(_, d)| d == self.domain) {
                     return Err(CustodyError::Invalid(format!(
                         "{a} is an address of this domain; forwarding is for mail elsewhere"

@@ -238,7 +238,7 @@ impl Courier {
         // An email sender's answer that no relay takes comes back to them as a DSN.
         if !mail.mail_from.is_empty() && mail.reported.is_empty() && !mail.remote.is_empty() {
             batch.outbox_report = Some(store::outbox::FailureReport {
-                to: store::outbox::ReportTo::Email(mail.mail_from.to_owned()),
+                sender: store::outbox::Sender::Email(mail.mail_from.to_owned()),
                 recipients: Vec::new(),
                 headers: header_section(mail.raw),
             });
@@ -312,7 +312,7 @@ impl Courier {
         };
         // A message no relay takes comes back to the user as a DSN.
         batch.outbox_report = Some(store::outbox::FailureReport {
-            to: store::outbox::ReportTo::User(user.id),
+            sender: store::outbox::Sender::User(user.id),
             recipients: routes
                 .iter()
                 .filter(|(_, r)| matches!(r, Route::Lnmp { .. }))

@@ -7,7 +7,6 @@
 use crate::blob::BlobStore;
 use crate::custody::vault::MailVault;
 use crate::custody::{Custody, UserInfo};
-use crate::lnmp::content::RawEmail;
 use crate::lnmp::{Identity, Limits, Message, PublicKey};
 use crate::store::mail::{self, Body, MailRow};
 use std::collections::VecDeque;
@@ -150,10 +149,12 @@ impl Loader {
             .open(&self.identity, &limits)
             .map_err(|e| LoadError::Open(e.to_string()))?;
         if let Some(email) = &content.email {
-            return match &email.raw {
-                RawEmail::Inline(raw) => Ok(raw.clone()),
-                RawEmail::Blob(file) => Ok(self.file(file).await?.ok_or(LoadError::Missing)?),
-            };
+            return self
+                .blobs
+                .raw_email(&email.raw)
+                .await
+                .map_err(|e| LoadError::Open(e.to_string()))?
+                .ok_or(LoadError::Missing);
         }
         let mut files = Vec::with_capacity(content.attachments.len());
         for a in &content.attachments {
@@ -177,23 +178,14 @@ impl Loader {
     }
 
     /// An attachment's bytes, or None when its blob is not here.
-    pub async fn file(
+    async fn file(
         &self,
         file: &crate::lnmp::blob::FileAttachment,
     ) -> Result<Option<Vec<u8>>, LoadError> {
-        let Some(blob) = self
-            .blobs
-            .get(&file.cid)
+        self.blobs
+            .open(file)
             .await
-            .map_err(|e| LoadError::Open(e.to_string()))?
-        else {
-            return Ok(None);
-        };
-        Ok(Some(
-            file.open(&blob)
-                .map_err(|e| LoadError::Open(e.to_string()))?
-                .to_vec(),
-        ))
+            .map_err(|e| LoadError::Open(e.to_string()))
     }
 
     /// The address a key is shown under, so a reply reaches it: a local user's LNMP

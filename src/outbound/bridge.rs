@@ -304,10 +304,7 @@ impl Bridge {
         self.thread_onto_email(&mut content, &identity).await?;
         let mut files = Vec::with_capacity(content.attachments.len());
         for a in &content.attachments {
-            files.push(match self.blobs.get(&a.cid).await {
-                Ok(Some(blob)) => a.open(&blob).ok().map(|b| b.to_vec()),
-                _ => None,
-            });
+            files.push(self.blobs.open(a).await.ok().flatten());
         }
         let id = message.id.to_hex();
         let envelope = Envelope {
@@ -363,18 +360,11 @@ impl Bridge {
         let Ok(opened) = original.open(identity, &limits) else {
             return Ok(());
         };
-        let raw = match opened.email.map(|e| e.raw) {
-            Some(crate::lnmp::content::RawEmail::Inline(raw)) => raw,
-            Some(crate::lnmp::content::RawEmail::Blob(file)) => {
-                match self.blobs.get(&file.cid).await {
-                    Ok(Some(blob)) => match file.open(&blob) {
-                        Ok(b) => b.to_vec(),
-                        Err(_) => return Ok(()),
-                    },
-                    _ => return Ok(()),
-                }
-            }
-            None => return Ok(()),
+        let Some(email) = opened.email else {
+            return Ok(());
+        };
+        let Ok(Some(raw)) = self.blobs.raw_email(&email.raw).await else {
+            return Ok(());
         };
         if let Some(id) = headers::field_values(&raw, "Message-ID").into_iter().next() {
             let id = id.trim().to_owned();

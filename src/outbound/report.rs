@@ -94,26 +94,22 @@ pub async fn send_due(courier: &Courier, settings: &Settings) -> Result<(), Deli
 /// submission to an LNMP address (a DSN in their INBOX), an email sender's answer
 /// through a reply address (a DSN by email, from the null sender).
 async fn send_outbox_due(courier: &Courier, settings: &Settings) -> Result<(), DeliveryError> {
-    use crate::store::outbox::{self, ReportTo as Target};
+    use crate::store::outbox::{self, Sender};
     let store = courier.custody().store().clone();
     for row in outbox::unreported(&store, 100).await? {
         let reply = row.last_error.clone().unwrap_or_default();
         let mut recipients = row.report.recipients.clone();
         if recipients.is_empty() {
-            recipients = super::headers::field_values(&row.report.headers, "To")
-                .into_iter()
-                .flat_map(|v| {
-                    v.split(',')
-                        .map(|a| {
-                            a.trim()
-                                .trim_start_matches('<')
-                                .trim_end_matches('>')
-                                .to_owned()
-                        })
-                        .collect::<Vec<_>>()
+            // An answer through a reply address: the address it was written to.
+            recipients = crate::convert::parse_mail(&row.report.headers)
+                .and_then(|m| {
+                    m.to().map(|to| {
+                        to.iter()
+                            .filter_map(|a| a.address().map(str::to_owned))
+                            .collect()
+                    })
                 })
-                .filter(|a| !a.is_empty())
-                .collect();
+                .unwrap_or_default();
         }
         let status = if reply.contains("expired") {
             "4.4.7"
@@ -131,9 +127,9 @@ async fn send_outbox_due(courier: &Courier, settings: &Settings) -> Result<(), D
                 last_attempt: store::now(),
             })
             .collect();
-        let to_address = match &row.report.to {
-            Target::Email(a) => a.clone(),
-            Target::User(id) => match store::users::get_by_id(&store, *id).await? {
+        let to_address = match &row.report.sender {
+            Sender::Email(a) => a.clone(),
+            Sender::User(id) => match store::users::get_by_id(&store, *id).await? {
                 Some(u) => format!("{}@{}", u.username, settings.domain),
                 None => String::new(),
             },
@@ -153,15 +149,15 @@ async fn send_outbox_due(courier: &Courier, settings: &Settings) -> Result<(), D
             original: &row.report.headers,
             recipients: &statuses,
         });
-        let result = match &row.report.to {
-            Target::User(id) => courier
+        let result = match &row.report.sender {
+            Sender::User(id) => courier
                 .deliver_report(
                     BridgedMail::report(&bytes, &daemon, vec![Reported::Outbox(row.id)]),
                     ReportTo::User(*id),
                 )
                 .await
                 .map(|_| ()),
-            Target::Email(address) => {
+            Sender::Email(address) => {
                 let now = store::now();
                 let queued = outbound::NewOutbound {
                     user_id: None,

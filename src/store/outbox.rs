@@ -52,27 +52,27 @@ pub async fn enqueue(
         .await
 }
 
-/// Who hears of it when a message that came in as email cannot be published.
+/// Whose email the queued message came from: they hear of it if it cannot be published.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReportTo {
+pub enum Sender {
     /// A user of this domain (their submission).
     User(i64),
     /// An email sender (their answer through a reply address).
     Email(String),
 }
 
-impl ReportTo {
+impl Sender {
     fn encode(&self) -> String {
         match self {
-            ReportTo::User(id) => format!("user:{id}"),
-            ReportTo::Email(a) => format!("email:{a}"),
+            Sender::User(id) => format!("user:{id}"),
+            Sender::Email(a) => format!("email:{a}"),
         }
     }
 
-    fn decode(s: &str) -> Option<ReportTo> {
+    fn decode(s: &str) -> Option<Sender> {
         match s.split_once(':')? {
-            ("user", id) => id.parse().ok().map(ReportTo::User),
-            ("email", a) => Some(ReportTo::Email(a.to_owned())),
+            ("user", id) => id.parse().ok().map(Sender::User),
+            ("email", a) => Some(Sender::Email(a.to_owned())),
             _ => None,
         }
     }
@@ -81,7 +81,7 @@ impl ReportTo {
 /// What a report about a queued message needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailureReport {
-    pub to: ReportTo,
+    pub sender: Sender,
     /// The recipients as the email addressed them.
     pub recipients: Vec<String>,
     /// The email's header section.
@@ -108,7 +108,7 @@ pub(crate) async fn enqueue_in(
     .bind(body)
     .bind(t)
     .bind(expires_at)
-    .bind(report.map(|r| r.to.encode()))
+    .bind(report.map(|r| r.sender.encode()))
     .bind(report.map(|r| r.recipients.join(" ")).unwrap_or_default())
     .bind(report.map(|r| r.headers.clone()))
     .execute(&mut *c)
@@ -154,7 +154,7 @@ pub async fn unreported(store: &Store, max: i64) -> Result<Vec<Unreported>> {
                     created_at,
                     last_error,
                     report: FailureReport {
-                        to: ReportTo::decode(&to?)?,
+                        sender: Sender::decode(&to?)?,
                         recipients: rcpts.split_whitespace().map(str::to_owned).collect(),
                         headers: headers.unwrap_or_default(),
                     },

@@ -46,3 +46,52 @@ pub fn run_with_stdin(cmd: &mut Command, stdin: &str) -> Output {
 pub async fn fetch_text(client: &reqwest::Client, url: &str) -> String {
     client.get(url).send().await.unwrap().text().await.unwrap()
 }
+
+/// The domain and host name the in-process daemon tests use.
+pub const DOMAIN: &str = "bridge.test";
+pub const HOST: &str = "mx.bridge.test";
+
+/// A config for a daemon run in process: [`DOMAIN`] with its data in `dir`, every
+/// listener on a free loopback port. Tests tune it further before starting.
+pub fn loopback_config(dir: &std::path::Path) -> lnmp_bridge::config::Config {
+    let mut config = lnmp_bridge::config::Config::default();
+    config.server.domain = DOMAIN.into();
+    config.server.hostname = HOST.into();
+    config.server.data_dir = dir.join("data");
+    config.http.listen = "127.0.0.1:0".into();
+    config.relay.listen = "127.0.0.1:0".into();
+    config.smtp.mx_listen = "127.0.0.1:0".into();
+    config.smtp.submission_listen = "127.0.0.1:0".into();
+    config.smtp.submissions_listen = "127.0.0.1:0".into();
+    config.imap.listen = "127.0.0.1:0".into();
+    config.imap.tls_listen = "127.0.0.1:0".into();
+    config
+}
+
+/// Validates `config`, starts the daemon, and adds the users alice and bob (password
+/// `pw-of-<name>`).
+pub async fn start_with_users(
+    config: &lnmp_bridge::config::Config,
+) -> lnmp_bridge::daemon::Running {
+    config.validate().unwrap();
+    let running = lnmp_bridge::daemon::start(config).await.unwrap();
+    for name in ["alice", "bob"] {
+        running
+            .custody
+            .add_user(name, &format!("pw-of-{name}"))
+            .await
+            .unwrap();
+    }
+    running
+}
+
+/// The port of a running daemon's SMTP listener of `kind`.
+pub fn smtp_port(running: &lnmp_bridge::daemon::Running, kind: lnmp_bridge::smtp::Listener) -> u16 {
+    running
+        .smtp
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .unwrap()
+        .1
+        .port()
+}
