@@ -26,9 +26,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
 export PATH="$PATH:/usr/sbin:/sbin"
+# shellcheck source=tests/interop/peers_lib.sh
+. "$root/tests/interop/peers_lib.sh"
 
 target="${CARGO_TARGET_DIR:-target}"
-abs() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$root/$1" ;; esac; }
 lnmp_bin=$(abs "${LNMP_BIN:-$target/debug/lnmp-bridge}")
 
 [ -x "$lnmp_bin" ] || { echo "missing $lnmp_bin: cargo build --locked --bin lnmp-bridge" >&2; exit 1; }
@@ -49,20 +50,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-passed=0
-failed=0
-ok() { printf 'ok - %s\n' "$1"; passed=$((passed + 1)); }
-not_ok() { # what, then files to show
-  printf 'not ok - %s\n' "$1"
-  shift
-  local f
-  for f in "$@"; do
-    [ -e "$f" ] || continue
-    printf '# --- %s\n' "$(basename "$f")"
-    tail -n 60 "$f" | sed 's/^/#   /' || true
-  done
-  failed=$((failed + 1))
-}
 # counted NAME COMMAND...: runs a Python part, shows its output, and adds its
 # "ok - " / "not ok - " lines to the counts; a part that dies without saying why
 # counts as one failure.

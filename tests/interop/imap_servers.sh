@@ -21,12 +21,9 @@ dovecot_pid=""
 daemon_pid=""
 : "${work:?set work to a temporary folder before sourcing imap_servers.sh}"
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-accepts() { # port: a TCP connect succeeds
-  timeout 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
-}
+# shellcheck source=tests/interop/peers_lib.sh
+. "${root:?set root to the repository before sourcing imap_servers.sh}/tests/interop/peers_lib.sh"
+
 # wait_port PORT PID LOG...: until PORT accepts, while PID lives (60 s at most).
 wait_port() {
   local port=$1 pid=$2
@@ -41,25 +38,10 @@ wait_port() {
   return 1
 }
 
-# stop PID: PID is a `timeout` wrapper, which passes TERM on to its child; after a
-# bounded wait both get KILL.
-stop_pid() {
-  local pid=$1 kids
-  [ -n "$pid" ] || return 0
-  kids=$(pgrep -P "$pid" || true)
-  kill "$pid" 2>/dev/null || return 0
-  for _ in $(seq 1 100); do
-    kill -0 "$pid" 2>/dev/null || return 0
-    sleep 0.1
-  done
-  # shellcheck disable=SC2086
-  kill -9 "$pid" $kids 2>/dev/null || true
-}
-
 servers_stop() {
-  stop_pid "$daemon_pid"
+  stop "$daemon_pid"
   daemon_pid=""
-  stop_pid "$dovecot_pid"
+  stop "$dovecot_pid"
   dovecot_pid=""
 }
 
