@@ -32,6 +32,18 @@ fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
     }
 }
 
+/// An http:// or https:// URL with a host, no trailing slash needed.
+fn http_url(key: &'static str, url: &str) -> Result<(), ConfigError> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| invalid(key, "must start with http:// or https://"))?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(invalid(key, "must name a host"));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -46,6 +58,8 @@ pub struct Config {
     pub smtp: Smtp,
     pub imap: Imap,
     pub outbound: Outbound,
+    pub lightning: Lightning,
+    pub paywall: Paywall,
     pub dns: Dns,
     pub log: Log,
     pub limits: Limits,
@@ -537,6 +551,112 @@ impl Default for Outbound {
     }
 }
 
+/// Which Lightning backend issues and pays invoices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LightningBackend {
+    /// The embedded wallet: real BOLT11 invoices on regtest, paid with `lnmp-bridge dev
+    /// pay`. No money moves.
+    #[default]
+    Dev,
+    /// An LNbits server (REST, invoice and admin keys).
+    Lnbits,
+    /// An LND node (REST, macaroon and TLS certificate).
+    Lnd,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Lightning {
+    pub backend: LightningBackend,
+    /// LNbits: the server's base URL and the wallet's keys. The invoice key makes and
+    /// reads invoices; the admin key pays (withdrawals, relay invoices).
+    pub lnbits_url: String,
+    pub lnbits_invoice_key: String,
+    pub lnbits_admin_key: String,
+    /// LND: the REST base URL (https://host:8080), the macaroon file (admin, or one
+    /// with invoice and offchain rights) and LND's TLS certificate.
+    pub lnd_url: String,
+    pub lnd_macaroon_file: PathBuf,
+    pub lnd_cert_file: PathBuf,
+    /// PEM certificates trusted besides the public roots (an LNbits behind a private CA).
+    pub ca_file: PathBuf,
+    /// How long an invoice can be paid.
+    pub invoice_expiry_seconds: u64,
+    /// How often open invoices are checked when the backend cannot tell us itself.
+    pub poll_seconds: u64,
+    /// Seconds allowed for each request to the backend.
+    pub timeout_seconds: u64,
+    /// The most in routing fees paid on top of an invoice we pay.
+    pub max_fee_sats: u64,
+}
+
+impl Default for Lightning {
+    fn default() -> Self {
+        Lightning {
+            backend: LightningBackend::Dev,
+            lnbits_url: String::new(),
+            lnbits_invoice_key: String::new(),
+            lnbits_admin_key: String::new(),
+            lnd_url: String::new(),
+            lnd_macaroon_file: PathBuf::new(),
+            lnd_cert_file: PathBuf::new(),
+            ca_file: PathBuf::new(),
+            invoice_expiry_seconds: 3600,
+            poll_seconds: 2,
+            timeout_seconds: 30,
+            max_fee_sats: 10,
+        }
+    }
+}
+
+/// What the MX answers a stranger whose mail is held until paid for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PaywallMode {
+    /// 450 with the pay link: the sender's server retries, and is answered 250 once paid.
+    #[default]
+    Retry,
+    /// 550 with the pay link; paying still delivers the held copy.
+    Reject,
+    /// 250, and a payment request by email.
+    Accept,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Paywall {
+    pub mode: PaywallMode,
+    /// Unpaid held mail is deleted after this many days.
+    pub hold_days: u64,
+    /// At most one payment request by email per sender in this many hours.
+    pub request_window_hours: u64,
+    /// The operator's share of what senders pay, in percent; the rest is the user's.
+    pub relay_fee_percent: u8,
+    /// What the relay client pays for a user without asking, per message, unless the
+    /// user sets their own cap.
+    pub autopay_cap_sats: u64,
+    /// The base of pay links (https://mail.example.com); empty means
+    /// https://<server.hostname>:<the HTTP port>.
+    pub public_url: String,
+    /// A sender who paid becomes one of the user's acquaintances (who pay less).
+    pub payer_becomes_acquaintance: bool,
+}
+
+impl Default for Paywall {
+    fn default() -> Self {
+        Paywall {
+            mode: PaywallMode::Retry,
+            hold_days: 7,
+            request_window_hours: 24,
+            relay_fee_percent: 0,
+            autopay_cap_sats: 1000,
+            public_url: String::new(),
+            payer_becomes_acquaintance: true,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Dns {
@@ -929,6 +1049,7 @@ impl Config {
             }
         }
         self.validate_outbound()?;
+        self.validate_payments()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", e.to_string()))?;
         if self.limits.http_request_timeout_seconds == 0 {
@@ -939,6 +1060,51 @@ impl Config {
         }
         if self.limits.http_max_connections == 0 {
             return Err(invalid("limits.http_max_connections", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn validate_payments(&self) -> Result<(), ConfigError> {
+        let l = &self.lightning;
+        match l.backend {
+            LightningBackend::Dev => {}
+            LightningBackend::Lnbits => {
+                for (key, v) in [
+                    ("lightning.lnbits_url", &l.lnbits_url),
+                    ("lightning.lnbits_invoice_key", &l.lnbits_invoice_key),
+                ] {
+                    if v.is_empty() {
+                        return Err(invalid(key, "must be set for the lnbits backend"));
+                    }
+                }
+                http_url("lightning.lnbits_url", &l.lnbits_url)?;
+            }
+            LightningBackend::Lnd => {
+                if l.lnd_url.is_empty() || l.lnd_macaroon_file.as_os_str().is_empty() {
+                    return Err(invalid(
+                        "lightning.lnd_url",
+                        "lnd_url and lnd_macaroon_file must be set for the lnd backend",
+                    ));
+                }
+                http_url("lightning.lnd_url", &l.lnd_url)?;
+            }
+        }
+        for (key, v) in [
+            ("lightning.invoice_expiry_seconds", l.invoice_expiry_seconds),
+            ("lightning.poll_seconds", l.poll_seconds),
+            ("lightning.timeout_seconds", l.timeout_seconds),
+            ("paywall.hold_days", self.paywall.hold_days),
+            ("paywall.request_window_hours", self.paywall.request_window_hours),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if self.paywall.relay_fee_percent > 100 {
+            return Err(invalid("paywall.relay_fee_percent", "must be 0-100"));
+        }
+        if !self.paywall.public_url.is_empty() {
+            http_url("paywall.public_url", &self.paywall.public_url)?;
         }
         Ok(())
     }

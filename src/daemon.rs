@@ -116,6 +116,22 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
 
+    let backend =
+        crate::lightning::open(&config, custody.store().clone(), custody.master_key()).await?;
+    if backend.name() == "dev" {
+        tracing::warn!(
+            "Lightning backend is the embedded dev wallet: invoices are real BOLT11 on regtest, \
+             but NO REAL MONEY MOVES; `lnmp-bridge dev pay <bolt11>` marks one paid. \
+             Set [lightning] backend = \"lnbits\" or \"lnd\" to take payments."
+        );
+    }
+    let paywall = Arc::new(crate::paywall::Paywall::new(
+        custody.clone(),
+        backend,
+        crate::paywall::PaywallSettings::from_config(&config),
+    ));
+    tasks.spawn(crate::paywall::settle::run(paywall.clone(), shutdown.clone()));
+
     let http_tls = if config.http.tls {
         let (cert, key) = crate::tls::certificate_files(&config)?;
         Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
@@ -141,6 +157,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             custody: custody.clone(),
             blobs: blobs.clone(),
             metrics: metrics.clone(),
+            paywall: paywall.clone(),
         },
         &limits,
     );
@@ -155,15 +172,16 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let relay_bound = if config.relay.enabled {
         let (listener, tls) = relay_listener(&config).await?;
         let bound = listener.local_addr()?;
-        let gate = Arc::new(AcceptGate::new(
-            custody.store().clone(),
-            config.relay.accept,
+        let gate = Arc::new(crate::paywall::gate::PaywallGate::new(
+            AcceptGate::new(custody.store().clone(), config.relay.accept),
+            paywall.clone(),
         ));
         let relay = Relay::new(
             RelaySettings::from_config(&config),
             custody.store().clone(),
             gate,
         );
+        paywall.attach_relay(relay.clone());
         tasks.spawn(relay.clone().serve(listener, tls, shutdown.clone()));
         tasks.spawn(relay.clone().prune_loop(shutdown.clone()));
         Some((bound, relay))
@@ -182,9 +200,13 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         custody.clone(),
         blobs.clone(),
         relay_bound.as_ref().map(|(_, r)| r.clone()),
-        outbox,
+        outbox.clone(),
         CourierSettings::from_config(&config),
     ));
+    outbox.set_payer(Arc::new(crate::paywall::autopay::AutoPay::new(
+        paywall.clone(),
+        courier.clone(),
+    )));
     start_outbound(
         &config,
         &custody,
@@ -197,6 +219,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         &config,
         &custody,
         courier,
+        paywall.clone(),
         &opts,
         metrics.clone(),
         &tasks,
@@ -300,6 +323,7 @@ async fn start_smtp(
     config: &Config,
     custody: &Custody,
     courier: Arc<Courier>,
+    admission: Arc<dyn smtp::Admission>,
     opts: &ClientOptions,
     metrics: Arc<Metrics>,
     tasks: &TaskTracker,
@@ -326,7 +350,7 @@ async fn start_smtp(
         custody.clone(),
         courier,
         verifier,
-        Arc::new(smtp::AdmitAll),
+        admission,
         Some(tls),
         Resolver::new(
             opts.tls.clone(),

@@ -70,6 +70,37 @@ enum Command {
     /// Look at the queue of mail leaving for the email world.
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// A user's balance: what paid mail earned them and what they pay to send.
+    #[command(subcommand)]
+    Wallet(WalletCommand),
+    /// The embedded dev wallet (Lightning backend "dev"; no real money).
+    #[command(subcommand)]
+    Dev(DevCommand),
+}
+
+#[derive(Subcommand)]
+enum WalletCommand {
+    /// Show the user's balance.
+    Balance { user: String },
+    /// Show the user's ledger entries, newest first.
+    History {
+        user: String,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Make an invoice that credits the user's balance when paid; prints it.
+    Deposit { user: String, sats: u64 },
+    /// Pay a BOLT11 invoice (with an amount) from the user's balance.
+    Withdraw { user: String, bolt11: String },
+    /// List the mail held for the user until paid, and what became of it.
+    Held { user: String },
+}
+
+#[derive(Subcommand)]
+enum DevCommand {
+    /// Pay an invoice the dev wallet issued, as a payer's wallet would: the daemon
+    /// delivers what it paid for.
+    Pay { bolt11: String },
 }
 
 #[derive(Subcommand)]
@@ -249,8 +280,11 @@ struct PricingSetArgs {
     /// Unread messages above which surge pricing applies; 0 turns it off.
     #[arg(long)]
     surge_threshold: Option<u32>,
+    /// Sats the relay client pays per message for the user without asking.
+    #[arg(long)]
+    autopay_cap: Option<u32>,
     /// Forget the user's own prices and follow the config again.
-    #[arg(long, conflicts_with_all = ["stranger", "acquaintance", "friend", "priority", "surge_multiplier", "surge_threshold"])]
+    #[arg(long, conflicts_with_all = ["stranger", "acquaintance", "friend", "priority", "surge_multiplier", "surge_threshold", "autopay_cap"])]
     defaults: bool,
     /// Let mail that DKIM-authenticates as this domain through for free (repeatable).
     #[arg(long)]
@@ -447,14 +481,52 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             result?;
         }
         Command::Pricing(cmd) => {
-            let c = custody::open(&setup(config_path, log_format)?).await?;
-            let result = pricing(&c, cmd).await;
+            let config = setup(config_path, log_format)?;
+            let c = custody::open(&config).await?;
+            let result = pricing(&c, cmd, config.paywall.autopay_cap_sats).await;
             c.store().close().await;
             result?;
         }
         Command::Client(cmd) => {
             init_logging(&Config::default(), log_format);
             client(cmd).await?
+        }
+        Command::Wallet(cmd) => {
+            let config = setup(config_path, log_format)?;
+            let c = custody::open(&config).await?;
+            let result = wallet(&c, &config, cmd).await;
+            c.store().close().await;
+            result?;
+        }
+        Command::Dev(DevCommand::Pay { bolt11 }) => {
+            let config = setup(config_path, log_format)?;
+            let c = custody::open(&config).await?;
+            let result = async {
+                let wallet = lnmp_bridge::lightning::dev::DevWallet::open(
+                    c.store().clone(),
+                    c.master_key(),
+                )
+                .await?;
+                use lnmp_bridge::lightning::dev::Presented;
+                match wallet.present(&bolt11).await? {
+                    Presented::Settled {
+                        preimage,
+                        amount_msat,
+                        ..
+                    } => println!(
+                        "paid {} msat; preimage {}",
+                        amount_msat,
+                        hex::encode(preimage)
+                    ),
+                    Presented::Accepted { amount_msat, .. } => println!(
+                        "locked {amount_msat} msat for a hold invoice; the daemon settles or cancels it"
+                    ),
+                }
+                anyhow::Ok(())
+            }
+            .await;
+            c.store().close().await;
+            result?;
         }
     }
     Ok(())
@@ -584,6 +656,96 @@ async fn user(c: &Custody, config: &Config, cmd: UserCommand) -> anyhow::Result<
     Ok(())
 }
 
+async fn wallet(c: &Custody, config: &Config, cmd: WalletCommand) -> anyhow::Result<()> {
+    use lnmp_bridge::paywall::{Paywall, PaywallSettings};
+    use lnmp_bridge::store::ledger::{self, Account};
+    let backend =
+        lnmp_bridge::lightning::open(config, c.store().clone(), c.master_key()).await?;
+    let paywall = Paywall::new(c.clone(), backend, PaywallSettings::from_config(config));
+    let sats = |msat: i64| {
+        if msat % 1000 == 0 {
+            format!("{} sats", msat / 1000)
+        } else {
+            format!("{:.3} sats", msat as f64 / 1000.0)
+        }
+    };
+    match cmd {
+        WalletCommand::Balance { user } => {
+            let u = c.user(&user).await?;
+            // Payments the daemon has not noticed yet are settled first.
+            paywall.settle_paid().await?;
+            println!("{}: {}", u.email, sats(paywall.balance(&u).await?));
+        }
+        WalletCommand::History { user, limit } => {
+            let u = c.user(&user).await?;
+            let entries = ledger::history(c.store(), Account::User(u.id), limit).await?;
+            for e in &entries {
+                println!(
+                    "{} {:<13} {:>16} {}",
+                    format_time(e.created_at),
+                    e.kind,
+                    sats(e.amount_msat),
+                    e.memo
+                );
+            }
+            if entries.is_empty() {
+                println!("no entries");
+            }
+        }
+        WalletCommand::Deposit { user, sats: amount } => {
+            let u = c.user(&user).await?;
+            let invoice = paywall
+                .deposit_invoice(
+                    &u,
+                    amount.saturating_mul(1000),
+                    lnmp_bridge::lightning::Description::Memo(format!("Deposit to {}", u.email)),
+                )
+                .await?;
+            println!("{}", invoice.bolt11);
+            eprintln!(
+                "pay this invoice of {amount} sats; the daemon credits {} when it is paid",
+                u.email
+            );
+        }
+        WalletCommand::Withdraw { user, bolt11 } => {
+            let u = c.user(&user).await?;
+            let paid = paywall
+                .pay_from_balance(&u, &bolt11, ledger::Kind::Withdrawal, "withdrawal".into())
+                .await?;
+            println!(
+                "paid {} (fee {}); preimage {}",
+                sats(paid.amount_msat as i64),
+                sats(paid.fee_msat as i64),
+                hex::encode(paid.preimage)
+            );
+        }
+        WalletCommand::Held { user } => {
+            let u = c.user(&user).await?;
+            let held = paywall.held(&u).await?;
+            for h in &held {
+                println!(
+                    "{} {:<8} {:>10} from {} {}",
+                    format_time(h.created_at),
+                    h.state.as_str(),
+                    sats(h.amount_msat),
+                    h.sender,
+                    paywall.pay_url(&h.token)
+                );
+            }
+            if held.is_empty() {
+                println!("nothing held");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A Unix time as an RFC 3339 UTC timestamp.
+fn format_time(ts: i64) -> String {
+    chrono::DateTime::from_timestamp(ts, 0)
+        .map_or_else(|| ts.to_string(), |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+}
+
 async fn queue(c: &Custody, cmd: QueueCommand) -> anyhow::Result<()> {
     use lnmp_bridge::store::outbound;
     match cmd {
@@ -648,7 +810,7 @@ async fn contacts(c: &Custody, cmd: ContactsCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn pricing(c: &Custody, cmd: PricingCommand) -> anyhow::Result<()> {
+async fn pricing(c: &Custody, cmd: PricingCommand, autopay_default: u64) -> anyhow::Result<()> {
     match cmd {
         PricingCommand::Show { user } => {
             let u = c.user(&user).await?;
@@ -664,6 +826,10 @@ async fn pricing(c: &Custody, cmd: PricingCommand) -> anyhow::Result<()> {
             );
             println!("  friend        {:>8}  ({})", p.friend, from(o.friend));
             println!("  priority      {:>8}  ({})", p.priority, from(o.priority));
+            match o.autopay_cap {
+                Some(cap) => println!("  auto-pay cap  {cap:>8}  (user)"),
+                None => println!("  auto-pay cap  {autopay_default:>8}  (config)"),
+            }
             match p.surge {
                 Some(s) => println!(
                     "  surge         x{} above {} unread",
@@ -691,6 +857,7 @@ async fn pricing(c: &Custody, cmd: PricingCommand) -> anyhow::Result<()> {
                     priority: pick(a.priority, old.priority),
                     surge_multiplier: pick(a.surge_multiplier, old.surge_multiplier),
                     surge_threshold: pick(a.surge_threshold, old.surge_threshold),
+                    autopay_cap: pick(a.autopay_cap, old.autopay_cap),
                 }
             };
             c.set_pricing(&u, o).await?;

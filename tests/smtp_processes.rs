@@ -41,6 +41,8 @@ fn cmd(dir: &Path, mx: u16, dns: std::net::SocketAddr, args: &[&str]) -> Command
             format!("127.0.0.1:{}", common::free_port()),
         )
         .env("LNMP__SMTP__MX_LISTEN", format!("127.0.0.1:{mx}"))
+        // The senders here are strangers; this test is about durability, not the paywall.
+        .env("LNMP__PRICING__STRANGER", "0")
         .env("LNMP__SMTP__SUBMISSION_LISTEN", "")
         .env("LNMP__SMTP__SUBMISSIONS_LISTEN", "")
         .env("LNMP__IMAP__LISTEN", "")

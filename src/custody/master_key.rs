@@ -58,6 +58,8 @@ pub enum Purpose {
     LegacySender,
     /// Tokens of reply addresses.
     ReplyRoute,
+    /// The embedded dev wallet's node key (src/lightning/dev.rs).
+    DevNode,
 }
 
 impl Purpose {
@@ -67,6 +69,7 @@ impl Purpose {
             Purpose::Check => b"lnmp-bridge/v1/check",
             Purpose::LegacySender => b"lnmp-bridge/v1/legacy-sender",
             Purpose::ReplyRoute => b"lnmp-bridge/v1/reply-route",
+            Purpose::DevNode => b"lnmp-bridge/v1/dev-node",
         }
     }
 }

@@ -85,6 +85,24 @@ pub struct BridgedMail<'a> {
     pub remote: Vec<(PublicKey, Vec<String>)>,
     /// The failures this mail reports, marked so in the same commit.
     pub reported: Vec<Reported>,
+    /// Local recipients who have it held until it is paid for: filed in Requests, kept
+    /// out of the relay's store, with a held row and its invoice.
+    pub holds: Vec<Hold>,
+}
+
+/// A copy held for one user until it is paid for.
+#[derive(Debug, Clone)]
+pub struct Hold {
+    pub user: UserInfo,
+    /// The key a payment is kept under: the sender and the body's hash.
+    pub sender: String,
+    pub body_hash: String,
+    pub amount_msat: i64,
+    /// Names the pay page.
+    pub token: String,
+    /// When the hold window ends.
+    pub expires_at: i64,
+    pub invoice: crate::lightning::Invoice,
 }
 
 impl<'a> BridgedMail<'a> {
@@ -99,6 +117,7 @@ impl<'a> BridgedMail<'a> {
             recipients: Vec::new(),
             remote: Vec::new(),
             reported,
+            holds: Vec::new(),
         }
     }
 }
@@ -149,6 +168,8 @@ struct LocalCopy {
     users: Vec<(i64, &'static str)>,
     message: Message,
     json: String,
+    /// Held until paid for: not in the relay's store, not announced to subscribers.
+    hold: Option<Hold>,
 }
 
 impl Courier {
@@ -234,6 +255,21 @@ impl Courier {
                 vec![self.custody.relay_url().to_owned()],
             )?;
             self.add(&mut batch, message, vec![(user.id, *mailbox)], Vec::new());
+        }
+        for hold in &mail.holds {
+            let message = Self::seal(
+                &sender,
+                vec![hold.user.pubkey],
+                &converted.content,
+                vec![self.custody.relay_url().to_owned()],
+            )?;
+            let json = message.to_json();
+            batch.copies.push(LocalCopy {
+                users: vec![(hold.user.id, "Requests")],
+                message,
+                json,
+                hold: Some(hold.clone()),
+            });
         }
         // An email sender's answer that no relay takes comes back to them as a DSN.
         if !mail.mail_from.is_empty() && mail.reported.is_empty() && !mail.remote.is_empty() {
@@ -378,19 +414,34 @@ impl Courier {
                 _ => None,
             })
             .collect();
+        let mut sent_raw = None;
         if !emails.is_empty() {
             let now = store::now();
+            // A client may leave Bcc in the header; the recipients must not see it.
+            let completed = self.completed(&without_bcc(raw));
+            sent_raw = Some(completed.clone());
             batch.outbound = Some(store::outbound::NewOutbound {
                 user_id: Some(user.id),
                 mail_from: mail_from.to_owned(),
                 recipients: emails,
-                // A client may leave Bcc in the header; the recipients must not see it.
-                raw: self.completed(&without_bcc(raw)),
+                raw: completed,
                 created_at: now,
                 expires_at: now.saturating_add(self.settings.outbound_lifetime.as_secs() as i64),
                 origin: store::outbound::Origin::Submission,
             });
         }
+        let message_id = crate::outbound::headers::field_values(
+            sent_raw.as_deref().unwrap_or(raw),
+            "Message-ID",
+        )
+        .first()
+        .map(|v| v.trim().trim_start_matches('<').trim_end_matches('>').to_owned())
+        .filter(|v| !v.is_empty());
+        batch.sent = Some((
+            user.id,
+            routes.iter().map(|(a, _)| a.to_ascii_lowercase()).collect(),
+            message_id,
+        ));
         self.commit(batch).await.map(|_| ())
     }
 
@@ -446,6 +497,7 @@ impl Courier {
                 users: locals,
                 message,
                 json,
+                hold: None,
             });
         }
     }
@@ -466,7 +518,21 @@ impl Courier {
                         store::legacy::remember_in(c, key, address, now).await?;
                     }
                     for copy in &b.copies {
-                        file_local(c, copy, now, embedded.then_some(retention)).await?;
+                        let retention = (embedded && copy.hold.is_none()).then_some(retention);
+                        file_local(c, copy, now, retention).await?;
+                        if let Some(h) = &copy.hold {
+                            hold_in(c, h, &copy.message.id.to_hex()).await?;
+                        }
+                    }
+                    if let Some((user_id, recipients, message_id)) = &b.sent {
+                        store::correspondents::record_in(
+                            c,
+                            *user_id,
+                            recipients,
+                            message_id.as_deref(),
+                            now,
+                        )
+                        .await?;
                     }
                     // Mailbox rows are locked to take UIDs; taking them in one order in
                     // every transaction keeps concurrent deliveries from deadlocking.
@@ -534,7 +600,9 @@ impl Courier {
             .copies
             .iter()
             .map(|c| {
-                if let Some(relay) = &self.relay {
+                if let Some(relay) = &self.relay
+                    && c.hold.is_none()
+                {
                     relay.announce(c.message.clone(), c.json.clone());
                 }
                 c.message.id.to_hex()
@@ -578,6 +646,42 @@ struct Batch {
     outbound: Option<store::outbound::NewOutbound>,
     /// The failures this batch reports.
     reported: Vec<Reported>,
+    /// A user's submission: (user, recipients, Message-ID), remembered so that mail
+    /// from those people and answers to it pass the paywall.
+    sent: Option<(i64, Vec<String>, Option<String>)>,
+}
+
+/// Records a held copy and its invoice, in the transaction that files it.
+async fn hold_in(c: &mut sqlx::AnyConnection, h: &Hold, message_id: &str) -> store::Result<()> {
+    let held_id = store::held::insert_in(
+        c,
+        &store::held::NewHeld {
+            user_id: h.user.id,
+            message_id: message_id.to_owned(),
+            sender: h.sender.clone(),
+            body_hash: h.body_hash.clone(),
+            amount_msat: h.amount_msat,
+            token: h.token.clone(),
+            expires_at: h.expires_at,
+        },
+    )
+    .await?;
+    store::invoices::insert_in(
+        c,
+        &store::invoices::NewInvoice {
+            payment_hash: hex::encode(h.invoice.payment_hash),
+            bolt11: h.invoice.bolt11.clone(),
+            amount_msat: i64::try_from(h.invoice.amount_msat).unwrap_or(i64::MAX),
+            purpose: store::invoices::Purpose::Held,
+            user_id: Some(h.user.id),
+            held_id: Some(held_id),
+            message_id: None,
+            shares: Vec::new(),
+            expires_at: h.invoice.expires_at,
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 /// Commits one local copy to the embedded relay's store (which files the users' LNMP

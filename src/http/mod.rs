@@ -1,9 +1,13 @@
-//! The HTTP front, on one port: the address lookup, encrypted blobs, health, metrics
-//! (and later the pay page and client autoconfig). HTTPS with the daemon's certificate by default;
-//! plain HTTP when a reverse proxy terminates TLS.
+//! The HTTP front, on one port: the address lookup, encrypted blobs, health, metrics,
+//! the paywall's pages (the pay page of held mail and its live status, the page where a
+//! user confirms paying above their auto-pay cap) and every user's Lightning Address
+//! (LNURL-pay). HTTPS with the daemon's certificate by default; plain HTTP when a
+//! reverse proxy terminates TLS.
 
 mod blobs;
+mod lnurl;
 mod lookup;
+mod pay;
 
 use crate::custody::Custody;
 use crate::metrics::{HttpLabels, Metrics};
@@ -29,6 +33,7 @@ pub struct HttpState {
     pub custody: Custody,
     pub blobs: crate::blob::BlobStore,
     pub metrics: Arc<Metrics>,
+    pub paywall: Arc<crate::paywall::Paywall>,
 }
 
 /// Limits of the HTTP listener.
@@ -44,6 +49,14 @@ pub fn router(state: HttpState, limits: &HttpLimits) -> Router {
     Router::new()
         .route("/.well-known/lnmp.json", get(lookup::lookup))
         .route("/ipfs/{cid}", get(blobs::blob))
+        .route("/pay/{token}", get(pay::pay_page))
+        .route("/pay/{token}/status", get(pay::pay_status))
+        .route(
+            "/confirm/{token}",
+            get(pay::confirm_page).post(pay::confirm_submit),
+        )
+        .route("/.well-known/lnurlp/{username}", get(lnurl::pay_request))
+        .route("/lnurlp/{username}/callback", get(lnurl::callback))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(

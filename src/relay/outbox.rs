@@ -4,7 +4,8 @@
 //! exponential backoff and jitter. Connections to relays are kept and reused.
 
 use super::client::{ClientOptions, Connection, PublishOutcome};
-use crate::lnmp::{Limits, Message};
+use crate::lnmp::{Limits, Message, RelayFrame};
+use futures_util::future::BoxFuture;
 use crate::store::{self, Store, outbox};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,6 +49,29 @@ pub enum Settled {
     Failed(String),
     AwaitingPayment(String),
     Retry(String),
+    /// The recipient's invoice was paid: publish this (the message with its proof)
+    /// again at once.
+    Paid(String),
+}
+
+/// What the payer made of a recipient relay's INVOICE.
+pub enum Payment {
+    /// Paid: the message with its payment proof.
+    Paid(Message),
+    /// Set aside for the sender (above their cap, or their balance is short).
+    Waiting(String),
+    /// Not payable (a bad invoice): the message fails.
+    Refused(String),
+}
+
+/// The seam where the paywall pays an INVOICE for a message a user sent.
+pub trait Payer: Send + Sync {
+    fn pay<'a>(
+        &'a self,
+        row: &'a outbox::OutboxRow,
+        message: &'a Message,
+        invoice: &'a RelayFrame,
+    ) -> BoxFuture<'a, Payment>;
 }
 
 pub struct Outbox {
@@ -56,6 +80,7 @@ pub struct Outbox {
     timing: RetryTiming,
     wake: Notify,
     connections: Mutex<HashMap<String, Connection>>,
+    payer: std::sync::OnceLock<Arc<dyn Payer>>,
 }
 
 impl Outbox {
@@ -66,7 +91,14 @@ impl Outbox {
             timing,
             wake: Notify::new(),
             connections: Mutex::new(HashMap::new()),
+            payer: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Lets `payer` pay the INVOICEs recipients' relays send; without one a message
+    /// asked to pay is set aside.
+    pub fn set_payer(&self, payer: Arc<dyn Payer>) {
+        let _ = self.payer.set(payer);
     }
 
     /// Queues a signed message for `relays` durably, then wakes the worker.
@@ -135,8 +167,10 @@ impl Outbox {
         for (url, r) in &results {
             match r {
                 Ok(o) if o.delivered() => return Settled::Sent { relay: url.clone() },
-                Ok(PublishOutcome::PaymentRequired { reason, .. }) => {
-                    payment = Some(format!("{url}: {reason}"))
+                Ok(PublishOutcome::PaymentRequired { reason, invoice }) => {
+                    if payment.is_none() {
+                        payment = Some((format!("{url}: {reason}"), invoice.clone()));
+                    }
                 }
                 Ok(o @ PublishOutcome::Refused(reason)) => {
                     retry |= o.retryable();
@@ -149,8 +183,17 @@ impl Outbox {
                 }
             }
         }
-        if let Some(p) = payment {
-            return Settled::AwaitingPayment(p);
+        if let Some((why, invoice)) = payment {
+            // Messages that carry a proof already were paid for: a relay asking again
+            // is not paid twice.
+            return match (self.payer.get(), invoice, &m.payment) {
+                (Some(payer), Some(invoice), None) => match payer.pay(row, &m, &invoice).await {
+                    Payment::Paid(paid) => Settled::Paid(paid.to_json()),
+                    Payment::Waiting(why) => Settled::AwaitingPayment(why),
+                    Payment::Refused(why) => Settled::Failed(why),
+                },
+                _ => Settled::AwaitingPayment(why),
+            };
         }
         let note = notes.join("; ");
         if retry {
@@ -172,6 +215,10 @@ impl Outbox {
             }
             Settled::AwaitingPayment(why) => {
                 outbox::mark_payment(&self.store, row.id, why.clone()).await
+            }
+            Settled::Paid(body) => {
+                outbox::requeue_paid(&self.store, row.id, body.clone(), false).await?;
+                Ok(())
             }
             Settled::Retry(why) => {
                 let wait = self.timing.backoff(row.attempts);

@@ -336,6 +336,11 @@ impl Relay {
 
     /// Hands a message committed by another part of the daemon (local mail delivery)
     /// to the live subscribers of its sender and recipients.
+    /// How long the relay keeps a message.
+    pub fn retention(&self) -> Duration {
+        self.settings.retention
+    }
+
     pub fn announce(&self, message: Message, json: String) {
         self.hub.deliver(Arc::new(Delivery { message, json }));
     }

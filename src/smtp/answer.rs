@@ -18,31 +18,6 @@ use crate::delivery::{BridgedMail, Route};
 use crate::outbound::headers;
 use crate::store::reply_routes::{Replier, ReplyRoute};
 use crate::store::users;
-use mail_auth::SpfResult;
-
-/// Whether two domains align under DMARC's relaxed rule, approximated without the
-/// public suffix list: equal, or one below the other.
-fn aligned(a: &str, b: &str) -> bool {
-    let (a, b) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
-    a == b || a.ends_with(&format!(".{b}")) || b.ends_with(&format!(".{a}"))
-}
-
-fn domain_of(address: &str) -> &str {
-    address.rsplit_once('@').map_or("", |(_, d)| d)
-}
-
-/// SPF or DKIM passed for a domain aligned with the From address's.
-pub(super) fn authenticated(verdict: &Verdict, mail_from: &str, from: &str) -> bool {
-    let from_domain = domain_of(from);
-    if from_domain.is_empty() {
-        return false;
-    }
-    let spf = verdict.spf == SpfResult::Pass
-        && !mail_from.is_empty()
-        && aligned(domain_of(mail_from), from_domain);
-    let dkim = verdict.dkim_domains.iter().any(|d| aligned(d, from_domain));
-    spf || dkim
-}
 
 fn refuse(text: impl Into<String>) -> Reply {
     Reply::new(550, "5.7.1", text)
@@ -107,7 +82,7 @@ pub(super) async fn take(server: &SmtpServer, route: &ReplyRoute, a: Answer<'_>)
             if forward.is_empty() || !from.eq_ignore_ascii_case(&forward) {
                 return refuse("this reply address takes mail from its owner only");
             }
-            if !authenticated(verdict, mail_from, from) {
+            if !verdict.authenticates(mail_from, from) {
                 return refuse(format!(
                     "{from} is not authenticated: neither SPF nor DKIM passed aligned with its domain"
                 ));
@@ -174,7 +149,7 @@ pub(super) async fn take(server: &SmtpServer, route: &ReplyRoute, a: Answer<'_>)
             if !bounce && !from.eq_ignore_ascii_case(address) {
                 return refuse("this reply address takes mail from its owner only");
             }
-            if !authenticated(verdict, mail_from, from) {
+            if !verdict.authenticates(mail_from, from) {
                 return refuse(format!(
                     "{from} is not authenticated: neither SPF nor DKIM passed aligned with its domain"
                 ));
@@ -185,6 +160,8 @@ pub(super) async fn take(server: &SmtpServer, route: &ReplyRoute, a: Answer<'_>)
             };
             // A user here gets the answer as any mail from the email world: past the
             // admission seam (the paywall), into Junk when the checks say so.
+            let mut holds = Vec::new();
+            let mut answer = None;
             if !recipients.is_empty() {
                 let users: Vec<_> = recipients.iter().map(|(u, _)| u.clone()).collect();
                 let decision = server
@@ -195,11 +172,25 @@ pub(super) async fn take(server: &SmtpServer, route: &ReplyRoute, a: Answer<'_>)
                         mail_from,
                         recipients: &users,
                         raw,
+                        header_from: Some(from),
                         verdict,
                     })
                     .await;
-                if let super::Admit::Refuse(r) = decision {
-                    return r;
+                match decision {
+                    super::Admit::Deliver => {}
+                    super::Admit::Refuse(r) => return r,
+                    super::Admit::Partial {
+                        deliver,
+                        holds: held,
+                        answer: a,
+                    } => {
+                        recipients.retain(|(u, _)| deliver.iter().any(|d| d.id == u.id));
+                        if recipients.is_empty() && held.is_empty() && remote.is_empty() {
+                            return a.unwrap_or_else(|| Reply::new(250, "2.0.0", "ok"));
+                        }
+                        holds = held;
+                        answer = a;
+                    }
                 }
                 if verdict.action == super::verify::Action::Junk {
                     for r in &mut recipients {
@@ -218,10 +209,11 @@ pub(super) async fn take(server: &SmtpServer, route: &ReplyRoute, a: Answer<'_>)
                     recipients,
                     remote,
                     reported: Vec::new(),
+                    holds,
                 })
                 .await
             {
-                Ok(_) => Reply::new(250, "2.0.0", "ok: sent on"),
+                Ok(_) => answer.unwrap_or_else(|| Reply::new(250, "2.0.0", "ok: sent on")),
                 Err(crate::delivery::DeliveryError::Convert(e)) => {
                     Reply::new(554, "5.6.0", format!("message refused: {e}"))
                 }
@@ -303,18 +295,4 @@ async fn peer_route(server: &SmtpServer, route: &ReplyRoute) -> Result<(String, 
             (shown, Route::Lnmp { pubkey, relays })
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::aligned;
-
-    #[test]
-    fn alignment_is_relaxed() {
-        assert!(aligned("example.org", "EXAMPLE.org"));
-        assert!(aligned("mail.example.org", "example.org"));
-        assert!(aligned("example.org", "mail.example.org"));
-        assert!(!aligned("example.org", "badexample.org"));
-        assert!(!aligned("example.org", "example.net"));
-    }
 }

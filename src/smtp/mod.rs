@@ -58,14 +58,24 @@ pub struct InboundMail<'a> {
     pub mail_from: &'a str,
     pub recipients: &'a [crate::custody::UserInfo],
     pub raw: &'a [u8],
+    /// The From field's address (one address: the session refuses others).
+    pub header_from: Option<&'a str>,
     pub verdict: &'a verify::Verdict,
 }
 
 /// What happens to a message from the email world once it has been read.
 pub enum Admit {
-    /// Deliver it now.
+    /// Deliver it to every recipient now.
     Deliver,
-    /// Answer with this reply instead of delivering (e.g. payment required).
+    /// Deliver it now to `deliver` only, hold it for `holds` until paid for (both in
+    /// one commit), then answer `answer` (the usual 250 when None). With nothing to
+    /// deliver or hold, nothing is committed.
+    Partial {
+        deliver: Vec<crate::custody::UserInfo>,
+        holds: Vec<crate::delivery::Hold>,
+        answer: Option<Reply>,
+    },
+    /// Answer with this reply and deliver nothing.
     Refuse(Reply),
 }
 
@@ -73,14 +83,15 @@ pub enum Admit {
 /// stranger must pay before their mail is delivered.
 pub trait Admission: Send + Sync {
     fn admit<'a>(&'a self, mail: &'a InboundMail<'a>) -> BoxFuture<'a, Admit>;
-}
 
-/// Delivers everything: the behaviour until the paywall takes this seam.
-pub struct AdmitAll;
-
-impl Admission for AdmitAll {
-    fn admit<'a>(&'a self, _: &'a InboundMail<'a>) -> BoxFuture<'a, Admit> {
-        Box::pin(async { Admit::Deliver })
+    /// Told once what `admit` asked for is committed, with the answer the sender gets.
+    fn committed<'a>(
+        &'a self,
+        _mail: &'a InboundMail<'a>,
+        _holds: &'a [crate::delivery::Hold],
+        _answer: &'a Reply,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
     }
 }
 

@@ -1076,21 +1076,29 @@ impl Session {
                 _ => None,
             })
             .collect();
-        let decision = self
-            .server
-            .admission
-            .admit(&InboundMail {
-                peer: self.peer.ip(),
-                helo: &helo,
-                mail_from: &mail_from,
-                recipients: &recipients,
-                raw: &message,
-                verdict: &verdict,
-            })
-            .await;
-        if let Admit::Refuse(r) = decision {
-            return r;
-        }
+        let inbound = InboundMail {
+            peer: self.peer.ip(),
+            helo: &helo,
+            mail_from: &mail_from,
+            recipients: &recipients,
+            raw: &message,
+            header_from: froms.first().map(String::as_str),
+            verdict: &verdict,
+        };
+        let (recipients, holds, answer) = match self.server.admission.admit(&inbound).await {
+            Admit::Deliver => (recipients.clone(), Vec::new(), None),
+            Admit::Refuse(r) => return r,
+            Admit::Partial {
+                deliver,
+                holds,
+                answer,
+            } => {
+                if deliver.is_empty() && holds.is_empty() {
+                    return answer.unwrap_or_else(|| Reply::new(250, "2.0.0", "ok"));
+                }
+                (deliver, holds, answer)
+            }
+        };
         let mailbox = if verdict.action == verify::Action::Junk {
             "Junk"
         } else {
@@ -1114,8 +1122,17 @@ impl Session {
                 recipients: recipients.into_iter().map(|u| (u, mailbox)).collect(),
                 remote: Vec::new(),
                 reported: Vec::new(),
+                holds: holds.clone(),
             })
             .await;
+        if let (Ok(_), Some(answer)) = (&delivered, answer) {
+            tracing::info!(from = %mail_from, held = holds.len(), code = answer.code, "paywall");
+            self.server
+                .admission
+                .committed(&inbound, &holds, &answer)
+                .await;
+            return answer;
+        }
         match delivered {
             Ok(ids) => {
                 tracing::info!(from = %mail_from, recipients = ids.len(), mailbox, "delivered");

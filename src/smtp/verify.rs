@@ -70,6 +70,31 @@ pub struct Verdict {
     pub dmarc_pass: bool,
 }
 
+impl Verdict {
+    /// SPF or DKIM passed for a domain aligned with the From address's (relaxed
+    /// alignment, approximated without the public suffix list: equal, or one a
+    /// subdomain of the other).
+    pub fn authenticates(&self, mail_from: &str, from: &str) -> bool {
+        let domain_of = |a: &str| a.rsplit_once('@').map_or("", |(_, d)| d).to_owned();
+        let from_domain = domain_of(from);
+        if from_domain.is_empty() {
+            return false;
+        }
+        let spf = self.spf == SpfResult::Pass
+            && !mail_from.is_empty()
+            && aligned(&domain_of(mail_from), &from_domain);
+        let dkim = self.dkim_domains.iter().any(|d| aligned(d, &from_domain));
+        spf || dkim
+    }
+}
+
+/// Whether two domains align under DMARC's relaxed rule, approximated without the
+/// public suffix list: equal, or one below the other.
+pub fn aligned(a: &str, b: &str) -> bool {
+    let (a, b) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
+    a == b || a.ends_with(&format!(".{b}")) || b.ends_with(&format!(".{a}"))
+}
+
 /// Runs the checks the config asks for.
 pub struct Verifier {
     auth: MessageAuthenticator,
@@ -247,5 +272,14 @@ mod tests {
             Action::Reject("x".into())
         );
         assert_eq!(stricter(Action::Deliver, Action::Deliver), Action::Deliver);
+    }
+
+    #[test]
+    fn alignment_is_relaxed() {
+        assert!(aligned("example.org", "EXAMPLE.org"));
+        assert!(aligned("mail.example.org", "example.org"));
+        assert!(aligned("example.org", "mail.example.org"));
+        assert!(!aligned("example.org", "badexample.org"));
+        assert!(!aligned("example.org", "example.net"));
     }
 }

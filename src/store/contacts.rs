@@ -68,6 +68,27 @@ pub async fn upsert(store: &Store, user_id: i64, address: &str, level: Level) ->
         .await
 }
 
+/// Adds a contact inside the caller's transaction unless the address is one already
+/// (whose level stays as the user set it).
+pub(crate) async fn add_in(
+    c: &mut sqlx::AnyConnection,
+    user_id: i64,
+    address: &str,
+    level: Level,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO contacts (user_id, address, level, created_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (user_id, address) DO NOTHING",
+    )
+    .bind(user_id)
+    .bind(address)
+    .bind(level.as_str())
+    .bind(now())
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
 fn to_contact((address, level, created_at): (String, String, i64)) -> Result<Contact> {
     let level = level
         .parse()

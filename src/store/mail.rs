@@ -2,7 +2,7 @@
 //! points at an LNMP message sealed to the mailbox's owner (kept in `inbox`), so the
 //! mail store holds no plaintext.
 
-use super::{Result, Store};
+use super::{Result, Store, placeholders};
 use sqlx::AnyConnection;
 
 /// A message filed in a mailbox.
@@ -321,6 +321,7 @@ pub async fn expunge_in(
         .execute(&mut *c)
         .await?;
         drop_orphan_in(c, user_id, &message_id).await?;
+        super::held::expunged_in(c, user_id, &message_id).await?;
         removed.push(uid);
     }
     Ok(removed)
@@ -393,6 +394,8 @@ pub async fn copy_in(
         insert_row(c, to, uid, modseq, &copy).await?;
         pairs.push((row.uid, uid));
     }
+    let ids: Vec<String> = rows.into_iter().map(|r| r.message_id).collect();
+    super::held::copied_in(c, to, &ids).await?;
     Ok(pairs)
 }
 
@@ -509,13 +512,6 @@ pub async fn set_size(store: &Store, row_id: i64, size: i64) -> Result<()> {
 }
 
 /// `$first, $first+1, ...` for an IN list of `n` values.
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// Lets a query builder be threaded through a fold.
 trait Pipe: Sized {
     fn pipe<T>(self, f: impl FnOnce(Self) -> T) -> T {

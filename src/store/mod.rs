@@ -14,6 +14,11 @@
 pub mod bridge_out;
 pub mod changes;
 pub mod contacts;
+pub mod correspondents;
+pub mod dev_wallet;
+pub mod held;
+pub mod invoices;
+pub mod ledger;
 pub mod inbox;
 pub mod legacy;
 pub mod mail;
@@ -304,6 +309,14 @@ where
             })
         }))
         .await
+}
+
+/// `$first, $first+1, ...`: n numbered placeholders for an IN list.
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub fn now() -> i64 {

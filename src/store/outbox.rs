@@ -242,7 +242,8 @@ pub async fn mark_failed(store: &Store, id: i64, error: String) -> Result<()> {
     .await
 }
 
-/// The recipient asks for payment (an INVOICE): the message waits for the payments part.
+/// The recipient asks for payment (an INVOICE) and nobody pays it here: the message
+/// waits. A row the payer set aside already keeps its invoice and link.
 pub async fn mark_payment(store: &Store, id: i64, detail: String) -> Result<()> {
     update(store, "UPDATE relay_outbox SET state = 'payment', last_error = $1, locked_until = 0 WHERE id = $2", id, Some(detail), None).await
 }
@@ -257,6 +258,110 @@ pub async fn retry(store: &Store, id: i64, next_at: i64, error: String) -> Resul
         Some(next_at),
     )
     .await
+}
+
+/// A message set aside until its sender confirms paying the recipient's INVOICE.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct AwaitingPayment {
+    pub id: i64,
+    pub message_id: String,
+    pub body: String,
+    pub invoice_bolt11: String,
+    pub invoice_sats: i64,
+    pub sender_user: i64,
+    pub expires_at: i64,
+}
+
+/// Sets a claimed message aside for its sender's confirmation of `bolt11`; the link
+/// that confirms it carries `token`.
+pub async fn await_confirmation(
+    store: &Store,
+    id: i64,
+    detail: String,
+    bolt11: String,
+    sats: i64,
+    user_id: i64,
+    token: String,
+) -> Result<()> {
+    store
+        .write(Box::new(move |c| {
+            Box::pin(async move {
+                sqlx::query(
+                    "UPDATE relay_outbox SET state = 'payment', last_error = $1, locked_until = 0, \
+                     invoice_bolt11 = $2, invoice_sats = $3, sender_user = $4, confirm_token = $5 \
+                     WHERE id = $6",
+                )
+                .bind(detail)
+                .bind(bolt11)
+                .bind(sats)
+                .bind(user_id)
+                .bind(token)
+                .bind(id)
+                .execute(&mut *c)
+                .await?;
+                Ok(())
+            })
+        }))
+        .await
+}
+
+/// The message a confirmation link names, while it still waits.
+pub async fn by_confirm_token(store: &Store, token: &str) -> Result<Option<AwaitingPayment>> {
+    Ok(sqlx::query_as(
+        "SELECT id, message_id, body, invoice_bolt11, invoice_sats, sender_user, expires_at \
+         FROM relay_outbox WHERE confirm_token = $1 AND state = 'payment' \
+         AND invoice_bolt11 IS NOT NULL AND sender_user IS NOT NULL",
+    )
+    .bind(token)
+    .fetch_optional(store.pool())
+    .await?)
+}
+
+/// Queues a message again at once with `body` (the message now carrying its payment
+/// proof). With `from_payment`, only a message still waiting for payment is taken (a
+/// confirmation link used twice pays once).
+pub async fn requeue_paid(store: &Store, id: i64, body: String, from_payment: bool) -> Result<bool> {
+    store
+        .write(Box::new(move |c| {
+            Box::pin(async move {
+                let sql = if from_payment {
+                    "UPDATE relay_outbox SET body = $1, state = 'pending', next_attempt_at = $2, \
+                     locked_until = 0, confirm_token = NULL WHERE id = $3 AND state = 'payment'"
+                } else {
+                    "UPDATE relay_outbox SET body = $1, next_attempt_at = $2, locked_until = 0 \
+                     WHERE id = $3"
+                };
+                Ok(sqlx::query(sql)
+                    .bind(body)
+                    .bind(now())
+                    .bind(id)
+                    .execute(&mut *c)
+                    .await?
+                    .rows_affected()
+                    == 1)
+            })
+        }))
+        .await
+}
+
+/// Takes a waiting message out of the payment state for paying now: true for one
+/// caller only.
+pub async fn take_for_payment(store: &Store, id: i64) -> Result<bool> {
+    store
+        .write(Box::new(move |c| {
+            Box::pin(async move {
+                Ok(sqlx::query(
+                    "UPDATE relay_outbox SET confirm_token = NULL WHERE id = $1 AND state = 'payment' \
+                     AND confirm_token IS NOT NULL",
+                )
+                .bind(id)
+                .execute(&mut *c)
+                .await?
+                .rows_affected()
+                    == 1)
+            })
+        }))
+        .await
 }
 
 pub async fn state(store: &Store, message_id: &str) -> Result<Option<OutboxState>> {

@@ -11,6 +11,8 @@ pub struct Overrides {
     pub priority: Option<i64>,
     pub surge_multiplier: Option<i64>,
     pub surge_threshold: Option<i64>,
+    /// What the relay client pays for the user without asking, per message.
+    pub autopay_cap: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,8 +32,8 @@ impl PassKind {
 
 pub async fn get(store: &Store, user_id: i64) -> Result<Overrides> {
     let row: Option<Overrides> = sqlx::query_as(
-        "SELECT stranger, acquaintance, friend, priority, surge_multiplier, surge_threshold \
-         FROM pricing WHERE user_id = $1",
+        "SELECT stranger, acquaintance, friend, priority, surge_multiplier, surge_threshold, \
+         autopay_cap FROM pricing WHERE user_id = $1",
     )
     .bind(user_id)
     .fetch_optional(store.pool())
@@ -44,11 +46,11 @@ pub async fn set(store: &Store, user_id: i64, o: Overrides) -> Result<()> {
         .write(Box::new(move |c| {
             Box::pin(async move {
                 sqlx::query(
-                    "INSERT INTO pricing (user_id, stranger, acquaintance, friend, priority, surge_multiplier, surge_threshold) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (user_id) DO UPDATE SET \
+                    "INSERT INTO pricing (user_id, stranger, acquaintance, friend, priority, surge_multiplier, surge_threshold, autopay_cap) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (user_id) DO UPDATE SET \
                      stranger = excluded.stranger, acquaintance = excluded.acquaintance, friend = excluded.friend, \
                      priority = excluded.priority, surge_multiplier = excluded.surge_multiplier, \
-                     surge_threshold = excluded.surge_threshold",
+                     surge_threshold = excluded.surge_threshold, autopay_cap = excluded.autopay_cap",
                 )
                 .bind(user_id)
                 .bind(o.stranger)
@@ -57,6 +59,7 @@ pub async fn set(store: &Store, user_id: i64, o: Overrides) -> Result<()> {
                 .bind(o.priority)
                 .bind(o.surge_multiplier)
                 .bind(o.surge_threshold)
+                .bind(o.autopay_cap)
                 .execute(&mut *c)
                 .await?;
                 Ok(())

@@ -88,10 +88,9 @@ pub async fn ids_by_pubkeys(store: &Store, pubkeys: &[String]) -> Result<Vec<(i6
     if pubkeys.is_empty() {
         return Ok(Vec::new());
     }
-    let placeholders: Vec<String> = (1..=pubkeys.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
         "SELECT id, pubkey FROM users WHERE pubkey IN ({})",
-        placeholders.join(", ")
+        super::placeholders(1, pubkeys.len())
     );
     let mut q = sqlx::query_as(&sql);
     for k in pubkeys {

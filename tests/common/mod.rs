@@ -52,7 +52,8 @@ pub const DOMAIN: &str = "bridge.test";
 pub const HOST: &str = "mx.bridge.test";
 
 /// A config for a daemon run in process: [`DOMAIN`] with its data in `dir`, every
-/// listener on a free loopback port. Tests tune it further before starting.
+/// listener on a free loopback port, strangers' mail free. Tests tune it further
+/// before starting.
 pub fn loopback_config(dir: &std::path::Path) -> lnmp_bridge::config::Config {
     let mut config = lnmp_bridge::config::Config::default();
     config.server.domain = DOMAIN.into();
@@ -65,6 +66,9 @@ pub fn loopback_config(dir: &std::path::Path) -> lnmp_bridge::config::Config {
     config.smtp.submissions_listen = "127.0.0.1:0".into();
     config.imap.listen = "127.0.0.1:0".into();
     config.imap.tls_listen = "127.0.0.1:0".into();
+    // Mail from strangers passes free unless a test is about the paywall (which sets
+    // its own price).
+    config.pricing.stranger = 0;
     config
 }
 

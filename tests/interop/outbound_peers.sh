@@ -102,6 +102,8 @@ export LNMP__HTTP__LISTEN=127.0.0.1:0
 # listeners take any free port and are read back from the banner.
 export LNMP__RELAY__LISTEN="127.0.0.1:$(free_port)"
 export LNMP__SMTP__MX_LISTEN=127.0.0.1:0
+# Strangers' mail passes free here: the paywall has its own checks (payments_peers.sh).
+export LNMP__PRICING__STRANGER=0
 export LNMP__SMTP__SUBMISSION_LISTEN=127.0.0.1:0
 export LNMP__SMTP__SUBMISSIONS_LISTEN=
 export LNMP__IMAP__LISTEN=127.0.0.1:0
