@@ -641,6 +641,9 @@ pub struct Paywall {
     pub public_url: String,
     /// A sender who paid becomes one of the user's acquaintances (who pay less).
     pub payer_becomes_acquaintance: bool,
+    /// Invoices anyone may ask for through Lightning Addresses, per minute, across all
+    /// users (each is a call to the backend and a row kept for a month).
+    pub address_invoices_per_minute: u32,
 }
 
 impl Default for Paywall {
@@ -653,6 +656,7 @@ impl Default for Paywall {
             autopay_cap_sats: 1000,
             public_url: String::new(),
             payer_becomes_acquaintance: true,
+            address_invoices_per_minute: 60,
         }
     }
 }

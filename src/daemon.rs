@@ -319,6 +319,7 @@ async fn start_imap(
 }
 
 /// Binds the SMTP listeners and starts a server on each.
+#[allow(clippy::too_many_arguments)]
 async fn start_smtp(
     config: &Config,
     custody: &Custody,

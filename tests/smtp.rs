@@ -15,9 +15,10 @@ use lnmp_bridge::lnmp::{Limits, Message, MessageContent};
 use lnmp_bridge::smtp::Listener;
 use lnmp_bridge::store;
 use lnmp_bridge::testing::dns::{self, DnsServer, Zone};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::BufReader;
 use tokio::net::TcpStream;
 
+use common::raw_smtp::{Raw, raw};
 use common::{DOMAIN, HOST};
 const ZONE: &str = "
 example.test TXT \"v=spf1 ip4:127.0.0.1 -all\"
@@ -366,61 +367,6 @@ async fn users_submit_to_local_users_and_to_the_email_world() {
         "{err}"
     );
     b.stop().await;
-}
-
-/// A line-oriented SMTP client for what lettre will not send.
-struct Raw<S> {
-    io: BufReader<S>,
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
-    /// The next reply: (code, all its lines joined by newlines).
-    async fn reply(&mut self) -> (u16, String) {
-        let mut text = String::new();
-        loop {
-            let mut line = String::new();
-            let n = tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                self.io.read_line(&mut line),
-            )
-            .await
-            .expect("a reply in time")
-            .unwrap();
-            assert!(n > 0, "connection closed; so far: {text}");
-            text.push_str(line.trim_end());
-            text.push('\n');
-            if line.as_bytes().get(3) == Some(&b' ') {
-                return (line[..3].parse().unwrap(), text);
-            }
-        }
-    }
-    async fn send(&mut self, bytes: &[u8]) {
-        self.io.get_mut().write_all(bytes).await.unwrap();
-    }
-    async fn cmd(&mut self, line: &str) -> (u16, String) {
-        self.send(format!("{line}\r\n").as_bytes()).await;
-        self.reply().await
-    }
-    async fn closed(&mut self) -> bool {
-        let mut line = String::new();
-        matches!(
-            tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                self.io.read_line(&mut line)
-            )
-            .await,
-            Ok(Ok(0)) | Ok(Err(_))
-        )
-    }
-}
-
-async fn raw(port: u16) -> Raw<TcpStream> {
-    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let mut r = Raw {
-        io: BufReader::new(tcp),
-    };
-    assert_eq!(r.reply().await.0, 220);
-    r
 }
 
 async fn tls_upgrade(r: Raw<TcpStream>) -> Raw<tokio_rustls::client::TlsStream<TcpStream>> {

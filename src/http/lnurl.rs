@@ -150,6 +150,13 @@ pub(super) async fn callback(
         Ok(msat) => msat,
         Err(reason) => return error(StatusCode::BAD_REQUEST, &reason),
     };
+    if !state.paywall.address_invoice_allowed() {
+        tracing::warn!(user = %user.username, "lightning address: invoice rate limit reached");
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many invoices asked for; try again in a minute",
+        );
+    }
     let metadata = metadata(&user.email);
     match state
         .paywall

@@ -149,9 +149,12 @@ pub fn decode(bolt11: &str) -> Result<DecodedInvoice> {
     // lightning-invoice does not re-export bitcoin; its hashes are secp256k1's (the
     // same crate copy).
     use secp256k1::hashes::Hash;
-    let invoice: Bolt11Invoice = bolt11
-        .trim()
-        .trim_start_matches("lightning:")
+    // QR codes carry "LIGHTNING:LNBC..." in upper case (alphanumeric mode); bech32
+    // is case-insensitive as a whole.
+    let text = bolt11.trim().to_ascii_lowercase();
+    let invoice: Bolt11Invoice = text
+        .strip_prefix("lightning:")
+        .unwrap_or(&text)
         .parse()
         .map_err(|e| LightningError::InvalidInvoice(format!("{e}")))?;
     invoice

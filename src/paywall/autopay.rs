@@ -171,7 +171,7 @@ impl Payer for AutoPay {
                         amount: *amount,
                         route: None,
                     });
-                    Payment::Paid(m)
+                    Payment::Paid(Box::new(m))
                 }
                 Err(PaywallError::Ledger(ledger::LedgerError::Insufficient { .. })) => {
                     self.ask(&user, row, *amount, bolt11, "your balance is too low").await
@@ -203,15 +203,21 @@ impl Paywall {
         let row = outbox::by_confirm_token(self.store(), token)
             .await?
             .ok_or_else(|| PaywallError::Invalid("this link was used or has expired".into()))?;
-        if !outbox::take_for_payment(self.store(), row.id).await? {
-            return Err(PaywallError::Invalid("this link was used already".into()));
-        }
         let user = self.user_by_id(row.sender_user).await?;
         let message = Message::from_json(row.body.as_bytes(), &Limits::default())
             .map_err(|e| PaywallError::Invalid(format!("the queued message is unreadable: {e}")))?;
         let amount = u64::try_from(row.invoice_sats).unwrap_or(0);
-        check_invoice(&message, &row.message_id, amount, &row.invoice_bolt11)
-            .map_err(PaywallError::Invalid)?;
+        if let Err(why) = check_invoice(&message, &row.message_id, amount, &row.invoice_bolt11) {
+            // Most likely the relay's invoice expired while the email waited: publishing
+            // again brings a fresh INVOICE, and with it a fresh question.
+            outbox::requeue_paid(self.store(), row.id, row.body.clone(), true).await?;
+            return Err(PaywallError::Invalid(format!(
+                "{why}; the recipient's relay is asked for a new invoice and you will get a new link"
+            )));
+        }
+        if !outbox::take_for_payment(self.store(), row.id).await? {
+            return Err(PaywallError::Invalid("this link was used already".into()));
+        }
         let paid = match self
             .pay_from_balance(&user, &row.invoice_bolt11, ledger::Kind::MailPayment, format!("message {}", &row.message_id[..16.min(row.message_id.len())]))
             .await

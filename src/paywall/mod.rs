@@ -44,6 +44,8 @@ pub enum PaywallError {
     Custody(#[from] crate::custody::CustodyError),
     #[error("{0}")]
     Invalid(String),
+    #[error("too many invoices asked for; try again in a minute")]
+    RateLimited,
 }
 
 pub type Result<T> = std::result::Result<T, PaywallError>;
@@ -64,6 +66,7 @@ pub struct PaywallSettings {
     pub max_fee_msat: u64,
     /// How long a payment request (email) is retried.
     pub request_lifetime: Duration,
+    pub address_invoices_per_minute: u32,
 }
 
 impl PaywallSettings {
@@ -88,6 +91,7 @@ impl PaywallSettings {
             poll: Duration::from_secs(c.lightning.poll_seconds),
             max_fee_msat: c.lightning.max_fee_sats.saturating_mul(1000),
             request_lifetime: Duration::from_secs(c.outbound.lifetime_hours.saturating_mul(3600)),
+            address_invoices_per_minute: p.address_invoices_per_minute,
         }
     }
 }
@@ -100,6 +104,8 @@ pub struct Paywall {
     wake: tokio::sync::Notify,
     /// The embedded relay, which paid held mail is added to.
     relay: std::sync::OnceLock<Arc<crate::relay::server::Relay>>,
+    /// Invoices strangers may have made through Lightning Addresses.
+    address_invoices: std::sync::Mutex<crate::ratelimit::TokenBucket>,
 }
 
 /// What the pay page shows.
@@ -121,10 +127,22 @@ impl Paywall {
         Paywall {
             custody,
             backend,
-            settings,
             wake: tokio::sync::Notify::new(),
             relay: std::sync::OnceLock::new(),
+            address_invoices: std::sync::Mutex::new(crate::ratelimit::TokenBucket::new(
+                f64::from(settings.address_invoices_per_minute) / 60.0,
+                settings.address_invoices_per_minute,
+            )),
+            settings,
         }
+    }
+
+    /// Takes the right to make one invoice for a Lightning Address payer.
+    pub fn address_invoice_allowed(&self) -> bool {
+        self.address_invoices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .try_take()
     }
 
     /// The embedded relay, once it is started: paid held mail goes into its store.
@@ -290,8 +308,15 @@ impl Paywall {
             return Err(PaywallError::Invalid("the invoice has expired".into()));
         }
         let hash = hex::encode(decoded.payment_hash);
-        // The fee limit is reserved with the amount and the unused part given back.
-        let reserve = amount.saturating_add(self.settings.max_fee_msat);
+        // The routing fee limit is reserved with the amount and what is left of it given
+        // back; a balance that covers the amount but not the whole limit pays with a
+        // smaller limit rather than not at all.
+        let balance = u64::try_from(self.balance(user).await?).unwrap_or(0);
+        let fee_limit = self
+            .settings
+            .max_fee_msat
+            .min(balance.saturating_sub(amount));
+        let reserve = amount.saturating_add(fee_limit);
         let reserve_msat = i64::try_from(reserve).unwrap_or(i64::MAX);
         let debit = Posting {
             key: format!("pay:{hash}"),
@@ -305,7 +330,7 @@ impl Paywall {
         if !ledger::post(self.store(), debit).await? {
             return Err(PaywallError::Invalid("this invoice was paid already".into()));
         }
-        match self.backend.pay(bolt11, self.settings.max_fee_msat).await {
+        match self.backend.pay(bolt11, fee_limit).await {
             Ok(paid) => {
                 let spent = paid.amount_msat.saturating_add(paid.fee_msat);
                 let back = i64::try_from(reserve.saturating_sub(spent)).unwrap_or(0);
@@ -322,6 +347,13 @@ impl Paywall {
                     .await?;
                 }
                 Ok(paid)
+            }
+            // The outcome is not known (the backend went quiet mid-payment): giving the
+            // money back could pay twice, so the debit stands and says why.
+            Err(e @ LightningError::Unreachable(_)) => {
+                tracing::error!(error = %e, payment_hash = %hash, user = %user.username,
+                    "payment outcome unknown; the balance stays debited until an operator checks the backend");
+                Err(e.into())
             }
             Err(e) => {
                 ledger::post(

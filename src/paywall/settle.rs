@@ -214,6 +214,10 @@ pub async fn sweep(paywall: &Paywall) -> Result<usize> {
             }
         }
     }
+    if store::outbox::fail_unpaid(paywall.store(), now).await? > 0 {
+        // Their senders are told (outbound/report.rs).
+        paywall.store().work_queued();
+    }
     for h in held::due(paywall.store(), now, SWEEP_BATCH).await? {
         let user = h.user_id;
         let gone = paywall

@@ -57,7 +57,7 @@ pub enum Settled {
 /// What the payer made of a recipient relay's INVOICE.
 pub enum Payment {
     /// Paid: the message with its payment proof.
-    Paid(Message),
+    Paid(Box<Message>),
     /// Set aside for the sender (above their cap, or their balance is short).
     Waiting(String),
     /// Not payable (a bad invoice): the message fails.

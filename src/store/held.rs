@@ -104,7 +104,7 @@ pub async fn insert_in(c: &mut AnyConnection, h: &NewHeld) -> Result<i64> {
     .bind(&h.body_hash)
     .execute(&mut *c)
     .await?;
-    Ok(sqlx::query_scalar(
+    sqlx::query_scalar(
         "INSERT INTO held_messages (user_id, message_id, sender, body_hash, amount_msat, token, \
          created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
     )
@@ -118,7 +118,7 @@ pub async fn insert_in(c: &mut AnyConnection, h: &NewHeld) -> Result<i64> {
     .bind(h.expires_at)
     .fetch_one(&mut *c)
     .await
-    .map_err(|e| super::StoreError::from(e).conflict_as("held message"))?)
+    .map_err(|e| super::StoreError::from(e).conflict_as("held message"))
 }
 
 /// What became of a message with this key, if it was ever held.

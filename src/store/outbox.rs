@@ -310,9 +310,10 @@ pub async fn by_confirm_token(store: &Store, token: &str) -> Result<Option<Await
     Ok(sqlx::query_as(
         "SELECT id, message_id, body, invoice_bolt11, invoice_sats, sender_user, expires_at \
          FROM relay_outbox WHERE confirm_token = $1 AND state = 'payment' \
-         AND invoice_bolt11 IS NOT NULL AND sender_user IS NOT NULL",
+         AND invoice_bolt11 IS NOT NULL AND sender_user IS NOT NULL AND expires_at > $2",
     )
     .bind(token)
+    .bind(now())
     .fetch_optional(store.pool())
     .await?)
 }
@@ -339,6 +340,26 @@ pub async fn requeue_paid(store: &Store, id: i64, body: String, from_payment: bo
                     .await?
                     .rows_affected()
                     == 1)
+            })
+        }))
+        .await
+}
+
+/// Fails the messages that waited for payment past their lifetime, so their senders
+/// hear of it like of any message no relay took. Returns how many.
+pub async fn fail_unpaid(store: &Store, at: i64) -> Result<u64> {
+    store
+        .write(Box::new(move |c| {
+            Box::pin(async move {
+                Ok(sqlx::query(
+                    "UPDATE relay_outbox SET state = 'failed', confirm_token = NULL, \
+                     last_error = 'expired while waiting for payment: ' || COALESCE(last_error, '') \
+                     WHERE state = 'payment' AND expires_at <= $1",
+                )
+                .bind(at)
+                .execute(&mut *c)
+                .await?
+                .rows_affected())
             })
         }))
         .await

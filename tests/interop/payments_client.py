@@ -24,10 +24,11 @@ payment requests the aiosmtpd sink (outbound_sink.py) received.
 
   payments_client.py browser --url URL --amount N --recipient ADDR --shot-held PNG
                              --shot-delivered PNG --pay-command CMD [--host-map NAME]
-                             [--wait SEC]
+                             [--bolt11 B] [--wait SEC]
       Headless Chromium (Debian's chromium, /usr/bin/chromedriver) through Selenium: opens
       the pay page, checks that it shows the amount, the recipient and an SVG QR code and
-      that #status has data-state=held, saves a screenshot, runs CMD (a shell command
+      that #status has data-state=held, saves a screenshot (and, with --bolt11 and
+      zbarimg from Debian's zbar-tools, reads the QR code back from it), runs CMD (a shell command
       that pays the invoice), then waits, without reloading, until
       #status[data-state=delivered], and saves a second screenshot. --host-map NAME
       resolves NAME to 127.0.0.1 inside the browser (the pay link's host name).
@@ -37,6 +38,9 @@ payment requests the aiosmtpd sink (outbound_sink.py) received.
       bridge's) and wallet B (the payer's), funds B with 100000 sats, and writes shell
       assignments (lnbits_a_id, lnbits_a_inkey, lnbits_a_adminkey, lnbits_b_...) to FILE.
   payments_client.py lnbits-pay --url URL --key ADMINKEY --bolt11 B
+  payments_client.py lnbits-invoice --url URL --key INKEY --bolt11 B [--amount-msat N]
+                                   [--wallet ID]
+      The invoice is one of that wallet's, unpaid (of N msat; in wallet ID).
   payments_client.py lnbits-balance --url URL --key KEY         (prints msat)
 
   payments_client.py request-check --dir SINKDIR --rcpt ADDR [--count N] [--wait SEC]
@@ -59,6 +63,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import ssl
 import subprocess
 import sys
@@ -310,13 +315,27 @@ def cmd_browser(a):
               "the page has an SVG QR code (%d svg element(s), the largest %s, %d shape(s))"
               % (len(svgs), max((s.size for s in svgs), key=lambda z: z["width"] * z["height"],
                                 default={}), shapes))
-        bolt11 = re.search(r"\bln(bc|tb|bcrt|tbs)[0-9a-z]{20,}", driver.page_source)
-        check(bolt11 is not None, "the page carries a BOLT11 invoice")
+        if a.bolt11:
+            check(a.bolt11.lower() in driver.page_source.lower(), "the page carries the BOLT11 invoice")
+        else:
+            bolt11 = re.search(r"\bln(bc|tb|bcrt|tbs)[0-9a-z]{20,}", driver.page_source)
+            check(bolt11 is not None, "the page carries a BOLT11 invoice")
         status = driver.find_elements(By.CSS_SELECTOR, "#status")
         state = status[0].get_attribute("data-state") if status else None
         check(state == "held", "#status has data-state=held (got %r)" % state)
         driver.save_screenshot(a.shot_held)
         check(os.path.getsize(a.shot_held) > 1000, "screenshot %s saved" % a.shot_held)
+        zbar = shutil.which("zbarimg")
+        if zbar and a.bolt11:
+            r = subprocess.run([zbar, "-q", "--raw", a.shot_held], capture_output=True, text=True,
+                               timeout=30)
+            codes = [c.strip() for c in r.stdout.splitlines() if c.strip()]
+            want = "lightning:" + a.bolt11.lower()
+            check([c.lower() for c in codes] in ([want], [a.bolt11.lower()]),
+                  "the QR code on the screenshot reads lightning:<the BOLT11> (zbarimg: %s)"
+                  % ([c[:40] + "..." for c in codes] or "no code found"))
+        elif a.bolt11:
+            print("# zbarimg (Debian: zbar-tools) not found: the QR code is not read back")
         url_before = driver.current_url
         nav = driver.execute_script("return performance.getEntriesByType('navigation').length")
         marker = driver.execute_script("window.__lnmpNoReload = 1; return window.__lnmpNoReload")
@@ -391,6 +410,23 @@ def cmd_lnbits_pay(a):
                    {"out": True, "bolt11": a.bolt11}, headers={"X-Api-Key": a.key}, timeout=60)
     print("POST /api/v1/payments (out) -> %s %s" % (s, json.dumps(body) if isinstance(body, dict) else body))
     good = s in (200, 201) and isinstance(body, dict) and body.get("status", "success") == "success"
+    return 0 if good else 1
+
+
+def cmd_lnbits_invoice(a):
+    base = a.url.rstrip("/")
+    s, body = http("POST", base + "/api/v1/payments/decode", {"data": a.bolt11})
+    print("POST /api/v1/payments/decode -> %s %s" % (s, body))
+    if s != 200 or not isinstance(body, dict) or "payment_hash" not in body:
+        return 1
+    s, pay = http("GET", base + "/api/v1/payments/" + body["payment_hash"], headers={"X-Api-Key": a.key})
+    print("GET /api/v1/payments/%s -> %s %s" % (body["payment_hash"], s, pay))
+    good = s == 200 and isinstance(pay, dict) and pay.get("paid") is False
+    detail = pay.get("details", {}) if isinstance(pay, dict) else {}
+    if a.amount_msat is not None:
+        good = good and body.get("amount_msat") == a.amount_msat
+    if isinstance(detail, dict) and detail.get("wallet_id") is not None and a.wallet:
+        good = good and detail["wallet_id"] == a.wallet
     return 0 if good else 1
 
 
@@ -487,6 +523,7 @@ def main():
     b.add_argument("--shot-delivered", required=True)
     b.add_argument("--pay-command", required=True)
     b.add_argument("--host-map")
+    b.add_argument("--bolt11")
     b.add_argument("--wait", type=float, default=20)
     b.add_argument("--chromium", default=os.environ.get("CHROMIUM", "/usr/bin/chromium"))
     b.add_argument("--chromedriver", default=os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
@@ -500,6 +537,12 @@ def main():
     lp.add_argument("--url", required=True)
     lp.add_argument("--key", required=True)
     lp.add_argument("--bolt11", required=True)
+    li = sub.add_parser("lnbits-invoice")
+    li.add_argument("--url", required=True)
+    li.add_argument("--key", required=True)
+    li.add_argument("--bolt11", required=True)
+    li.add_argument("--amount-msat", type=int)
+    li.add_argument("--wallet")
     lb = sub.add_parser("lnbits-balance")
     lb.add_argument("--url", required=True)
     lb.add_argument("--key", required=True)
@@ -520,6 +563,7 @@ def main():
     fn = {
         "status": cmd_status, "imap-check": cmd_imap_check, "imap-move": cmd_imap_move,
         "browser": cmd_browser, "lnbits-setup": cmd_lnbits_setup, "lnbits-pay": cmd_lnbits_pay,
+        "lnbits-invoice": cmd_lnbits_invoice,
         "lnbits-balance": cmd_lnbits_balance, "request-check": cmd_request_check,
     }[a.cmd]
     sys.exit(fn(a))

@@ -16,9 +16,9 @@
 #    sender is alice's contact and alice's balance is 100 sats.
 # 2. Requests -> INBOX: a held message moved with UID MOVE is let in for free: the
 #    sender becomes a contact, the status says delivered, the balance does not change.
-# 3. The pay page in headless Chromium: amount, recipient, SVG QR code, #status
-#    data-state=held; paid with `dev pay`, it turns to delivered by itself (no reload).
-#    Screenshots before and after.
+# 3. The pay page in headless Chromium: amount, recipient, the BOLT11, an SVG QR code that
+#    reads back (zbarimg) as lightning:<BOLT11>, #status data-state=held; paid with `dev pay`,
+#    it turns to delivered by itself (no reload). Screenshots before and after.
 # 4. Accept mode: an SPF-authenticated stranger gets 250 and one payment request by
 #    email (null sender, Auto-Submitted: auto-replied, amount, lightning: link, BOLT11,
 #    pay link, nothing of the original); a second message within the window gets no
@@ -32,7 +32,8 @@
 # reach the internet at start, and there nothing leaves the machine.
 #
 # Needs swaks, unshare and ip (util-linux, iproute2), chromium and chromium-driver
-# (CHROMIUM, CHROMEDRIVER: default /usr/bin/chromium and /usr/bin/chromedriver), a Python
+# (CHROMIUM, CHROMEDRIVER: default /usr/bin/chromium and /usr/bin/chromedriver), zbarimg
+# (zbar-tools; without it the QR code is not read back, with a note), a Python
 # (PYTHON, default python3) with tests/interop/requirements.txt (aiosmtpd, selenium), and
 # LNbits 1.6.2 in a virtualenv: LNBITS_VENV, default
 # ${LNMP_TEST_CACHE:-$HOME/.cache/lnmp-bridge}/lnbits-venv (scripts/test makes it:
@@ -146,7 +147,7 @@ lnbits_sp=$("$lnbits_venv/bin/python" -c 'import site; print(site.getsitepackage
   export LNBITS_BACKEND_WALLET_CLASS=FakeWallet LNBITS_DATA_FOLDER="$work/lnbits-data" \
     HOST=127.0.0.1 PORT="$lnbits_port"
   exec setsid timeout "$long" "$lnbits_venv/bin/lnbits" --host 127.0.0.1 --port "$lnbits_port"
-) >"$work/lnbits.log" 2>&1 &
+) >"$work/lnbits-server.log" 2>&1 &
 lnbits_pgid=$!
 
 # --- the strangers' MX: one aiosmtpd sink for every remote domain ----------------------
@@ -372,7 +373,7 @@ n=$((n + 1))
 log="$work/browser-$n.log"
 rc=0
 timeout 180 "$py" "$client_py" browser --url "https://mx.bridge.test:$http_port/pay/$token" \
-  --host-map mx.bridge.test --amount 100 --recipient alice@bridge.test \
+  --host-map mx.bridge.test --amount 100 --recipient alice@bridge.test --bolt11 "${bolt11:-none}" \
   --shot-held "$shots/pay-page-held.png" --shot-delivered "$shots/pay-page-delivered.png" \
   --pay-command "$(printf '%q dev pay %q' "$lnmp_bin" "${bolt11:-none}")" --wait 20 \
   --chromium "$chromium" --chromedriver "$chromedriver" --driver-log "$work/chromedriver.log" >"$log" 2>&1 || rc=$?
@@ -445,14 +446,17 @@ PY
   done
   return 1
 }
+lnbits_up=0
 if ! lnbits_ready; then
-  not_ok "lnbits: LNbits (FakeWallet) answers on $lnbits_url" "$work/lnbits.log"
+  not_ok "lnbits: LNbits (FakeWallet) answers on $lnbits_url" "$work/lnbits-server.log"
 else
   ok "lnbits: LNbits (FakeWallet) answers on $lnbits_url"
   run_logged lnbits "$py" "$client_py" lnbits-setup --url "$lnbits_url" --out "$work/lnbits-wallets.sh"
-  if [ "$rc" = 0 ]; then
+  if [ "$rc" != 0 ]; then
+    not_ok "lnbits: super user claimed, wallet A (the bridge's) and wallet B (the payer's, funded) made" "$log" "$work/lnbits-server.log"
+  else
     ok "lnbits: super user claimed, wallet A (the bridge's) and wallet B (the payer's, funded) made"
-    lnbits_a_inkey="" lnbits_a_adminkey="" lnbits_b_adminkey=""
+    lnbits_a_id="" lnbits_a_inkey="" lnbits_a_adminkey="" lnbits_b_adminkey=""
     # shellcheck disable=SC1091
     source "$work/lnbits-wallets.sh"
     export LNMP__PAYWALL__MODE=retry
@@ -463,20 +467,26 @@ else
     restart_daemon "LNbits, retry mode"
     a_before=$(client lnbits-balance --url "$lnbits_url" --key "$lnbits_a_inkey" || echo 0)
     held frank@stranger.test lnbits
-    check "lnbits: the status says held, with an invoice of wallet A" "$work/status.log" "$daemon_err" -- \
-      eval 'status "$token" --want-state held --expect amount_sats=100 && [[ "$bolt11" == ln* ]]'
-    run_logged lnbits "$py" "$client_py" lnbits-pay --url "$lnbits_url" --key "$lnbits_b_adminkey" --bolt11 "${bolt11:-none}"
-    check "lnbits: wallet B pays the BOLT11 (POST /api/v1/payments, out)" "$log" "$work/lnbits.log" -- status_is 0
-    check "lnbits: within 15 s the status says delivered" "$work/status.log" "$daemon_err" -- \
-      status "$token" --want-state delivered --wait 15
-    imap_check "lnbits: the message is in INBOX with \$Paid and X-LNMP-Payment: 100 sat" "$msg_id" INBOX \
-      --count 1 --wait 10 --flag '$Paid' --header 'X-LNMP-Payment=100 sat'
-    a_after=$(client lnbits-balance --url "$lnbits_url" --key "$lnbits_a_inkey" || echo 0)
-    check "lnbits: wallet A's balance grew by 100 sats (from $a_before to $a_after msat)" "$daemon_err" -- \
-      test "$((a_after - a_before))" = 100000
-  else
-    not_ok "lnbits: super user claimed, wallet A (the bridge's) and wallet B (the payer's, funded) made" "$log" "$work/lnbits.log"
+    lnbits_up=1
   fi
+fi
+if [ "$lnbits_up" = 1 ] && [ -z "$token" ]; then
+  not_ok "lnbits: the rest (pay from wallet B, delivered, wallet A's balance) needs a held message: skipped"
+elif [ "$lnbits_up" = 1 ]; then
+  check "lnbits: the status says held, 100 sats" "$work/status.log" "$daemon_err" -- \
+    status "$token" --want-state held --expect amount_sats=100
+  run_logged lnbits "$py" "$client_py" lnbits-invoice --url "$lnbits_url" --key "$lnbits_a_inkey" \
+    --bolt11 "${bolt11:-none}" --amount-msat 100000 --wallet "$lnbits_a_id"
+  check "lnbits: its BOLT11 is wallet A's invoice of 100 sats, pending (GET /api/v1/payments/<hash>)" "$log" -- status_is 0
+  run_logged lnbits "$py" "$client_py" lnbits-pay --url "$lnbits_url" --key "$lnbits_b_adminkey" --bolt11 "${bolt11:-none}"
+  check "lnbits: wallet B pays the BOLT11 (POST /api/v1/payments, out)" "$log" "$work/lnbits-server.log" -- status_is 0
+  check "lnbits: within 15 s the status says delivered" "$work/status.log" "$daemon_err" -- \
+    status "$token" --want-state delivered --wait 15
+  imap_check "lnbits: the message is in INBOX with \$Paid and X-LNMP-Payment: 100 sat" "$msg_id" INBOX \
+    --count 1 --wait 10 --flag '$Paid' --header 'X-LNMP-Payment=100 sat'
+  a_after=$(client lnbits-balance --url "$lnbits_url" --key "$lnbits_a_inkey" || echo 0)
+  check "lnbits: wallet A's balance grew by 100 sats (from $a_before to $a_after msat)" "$daemon_err" -- \
+    test "$((a_after - a_before))" = 100000
 fi
 
 if kill -0 "$daemon_pid" 2>/dev/null; then
