@@ -1098,7 +1098,10 @@ impl Config {
             ("lightning.poll_seconds", l.poll_seconds),
             ("lightning.timeout_seconds", l.timeout_seconds),
             ("paywall.hold_days", self.paywall.hold_days),
-            ("paywall.request_window_hours", self.paywall.request_window_hours),
+            (
+                "paywall.request_window_hours",
+                self.paywall.request_window_hours,
+            ),
         ] {
             if v == 0 {
                 return Err(invalid(key, "must be at least 1"));

@@ -130,7 +130,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         backend,
         crate::paywall::PaywallSettings::from_config(&config),
     ));
-    tasks.spawn(crate::paywall::settle::run(paywall.clone(), shutdown.clone()));
+    tasks.spawn(crate::paywall::settle::run(
+        paywall.clone(),
+        shutdown.clone(),
+    ));
 
     let http_tls = if config.http.tls {
         let (cert, key) = crate::tls::certificate_files(&config)?;

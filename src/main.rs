@@ -659,8 +659,7 @@ async fn user(c: &Custody, config: &Config, cmd: UserCommand) -> anyhow::Result<
 async fn wallet(c: &Custody, config: &Config, cmd: WalletCommand) -> anyhow::Result<()> {
     use lnmp_bridge::paywall::{Paywall, PaywallSettings};
     use lnmp_bridge::store::ledger::{self, Account};
-    let backend =
-        lnmp_bridge::lightning::open(config, c.store().clone(), c.master_key()).await?;
+    let backend = lnmp_bridge::lightning::open(config, c.store().clone(), c.master_key()).await?;
     let paywall = Paywall::new(c.clone(), backend, PaywallSettings::from_config(config));
     let sats = |msat: i64| {
         if msat % 1000 == 0 {
@@ -742,8 +741,10 @@ async fn wallet(c: &Custody, config: &Config, cmd: WalletCommand) -> anyhow::Res
 
 /// A Unix time as an RFC 3339 UTC timestamp.
 fn format_time(ts: i64) -> String {
-    chrono::DateTime::from_timestamp(ts, 0)
-        .map_or_else(|| ts.to_string(), |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+    chrono::DateTime::from_timestamp(ts, 0).map_or_else(
+        || ts.to_string(),
+        |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    )
 }
 
 async fn queue(c: &Custody, cmd: QueueCommand) -> anyhow::Result<()> {

@@ -197,7 +197,10 @@ async fn a_stranger_pays_and_a_retry_is_not_delivered_twice() {
     assert_eq!(b.mailbox("alice", "INBOX").await.len(), 1);
     // Paying twice is refused by the wallet; nothing changes.
     assert!(b.wallet().await.present(&bolt11).await.is_err());
-    let held = store::held::by_token(b.store(), &token).await.unwrap().unwrap();
+    let held = store::held::by_token(b.store(), &token)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(held.state, HeldState::Paid);
     // Dan is a contact now: his next message is free.
     let next = mail_from("dan@remote.test", "again", "One more thing.");
@@ -284,7 +287,10 @@ async fn held_mail_expires_and_moving_it_to_inbox_lets_it_in() {
         }))
         .await
         .unwrap();
-    let h = store::held::by_token(b.store(), &accepted).await.unwrap().unwrap();
+    let h = store::held::by_token(b.store(), &accepted)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(h.state, HeldState::Accepted);
     let alice_info = b.running.custody.user("alice").await.unwrap();
     let contacts = b.running.custody.contacts(&alice_info).await.unwrap();
@@ -314,7 +320,10 @@ async fn held_mail_expires_and_moving_it_to_inbox_lets_it_in() {
         }))
         .await
         .unwrap();
-    let h = store::held::by_token(b.store(), &refused).await.unwrap().unwrap();
+    let h = store::held::by_token(b.store(), &refused)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(h.state, HeldState::Refused);
     let (code, reply) = send(
         &b,
@@ -455,7 +464,9 @@ async fn the_relay_invoices_strangers_and_takes_each_proof_once() {
         .unwrap();
     let from_friend = message_to(&friend, &alice, "no charge between friends");
     assert!(matches!(
-        conn.publish(&from_friend, Duration::from_secs(5)).await.unwrap(),
+        conn.publish(&from_friend, Duration::from_secs(5))
+            .await
+            .unwrap(),
         PublishOutcome::Accepted
     ));
 }
@@ -496,7 +507,12 @@ async fn deposits_credit_the_balance_and_withdrawals_never_overdraw() {
         .await
         .unwrap();
     let paid = paywall
-        .pay_from_balance(&alice, &bobs.bolt11, ledger::Kind::Withdrawal, "to bob".into())
+        .pay_from_balance(
+            &alice,
+            &bobs.bolt11,
+            ledger::Kind::Withdrawal,
+            "to bob".into(),
+        )
         .await
         .unwrap();
     assert_eq!(paid.amount_msat, 2_000_000);
@@ -507,7 +523,7 @@ async fn deposits_credit_the_balance_and_withdrawals_never_overdraw() {
     .await;
     // More than she has: refused, and nothing moves.
     let big = paywall
-        .deposit_invoice(&bob, 3_000_000, Description::Memo("too much".into()))
+        .deposit_invoice(&bob, 3_001_000, Description::Memo("too much".into()))
         .await
         .unwrap();
     assert!(
@@ -517,5 +533,15 @@ async fn deposits_credit_the_balance_and_withdrawals_never_overdraw() {
             .is_err()
     );
     assert_eq!(paywall.balance(&alice).await.unwrap(), 3_000_000);
+    // All she has, when the fee limit no longer fits, still pays (with no fee room).
+    let all = paywall
+        .deposit_invoice(&bob, 3_000_000, Description::Memo("everything".into()))
+        .await
+        .unwrap();
+    paywall
+        .pay_from_balance(&alice, &all.bolt11, ledger::Kind::Withdrawal, "all".into())
+        .await
+        .unwrap();
+    assert_eq!(paywall.balance(&alice).await.unwrap(), 0);
     assert_eq!(ledger::total(&store).await.unwrap(), 0);
 }

@@ -71,6 +71,23 @@ pub fn x_priority_value(level: u8) -> Option<&'static str> {
     })
 }
 
+/// Bridged mail as a mail client sees it: the email as it arrived, with the payment
+/// the bridge accepted for it shown as for native mail (X-LNMP-Payment, X-Priority).
+/// An X-LNMP-Payment the sender wrote is dropped whatever happens: only the bridge
+/// vouches for payments. Paid mail's own X-Priority gives way to the payment's.
+pub fn render_bridged(raw: &[u8], paid_sats: Option<u64>) -> Vec<u8> {
+    use crate::outbound::headers;
+    let Some(sats) = paid_sats else {
+        return headers::remove_fields(raw, &["X-LNMP-Payment"]);
+    };
+    let raw = headers::remove_fields(raw, &["X-LNMP-Payment", "X-Priority"]);
+    let mut fields = vec![format!("X-LNMP-Payment: {sats} sat")];
+    if let Some(value) = x_priority(Some(sats), Priority::Normal).and_then(x_priority_value) {
+        fields.push(format!("X-Priority: {value}"));
+    }
+    headers::prepend_fields(&raw, &fields)
+}
+
 /// Renders a native message as MIME for a mail client: From is the sender's address,
 /// Date the message's timestamp, Message-ID `<id@lnmp.invalid>`, plus the X-LNMP-*
 /// fields and X-Priority described in the module documentation. Byte for byte the same
@@ -295,5 +312,20 @@ mod tests {
             ]
         );
         assert_eq!(header(&back, "X-Priority"), None);
+    }
+
+    #[test]
+    fn bridged_mail_shows_only_the_payment_the_bridge_vouches_for() {
+        let raw = b"X-LNMP-Payment: 99999 sat\r\nX-Priority: 1\r\nSubject: hi\r\n\r\nX-Priority: body\r\n";
+        let unpaid = super::render_bridged(raw, None);
+        assert_eq!(
+            unpaid,
+            b"X-Priority: 1\r\nSubject: hi\r\n\r\nX-Priority: body\r\n".to_vec()
+        );
+        let paid = String::from_utf8(super::render_bridged(raw, Some(100))).unwrap();
+        assert_eq!(
+            paid,
+            "X-LNMP-Payment: 100 sat\r\nX-Priority: 2 (High)\r\nSubject: hi\r\n\r\nX-Priority: body\r\n"
+        );
     }
 }

@@ -435,7 +435,12 @@ impl Courier {
             "Message-ID",
         )
         .first()
-        .map(|v| v.trim().trim_start_matches('<').trim_end_matches('>').to_owned())
+        .map(|v| {
+            v.trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_owned()
+        })
         .filter(|v| !v.is_empty());
         batch.sent = Some((
             user.id,

@@ -32,7 +32,9 @@ pub struct Loader {
     user: UserInfo,
     identity: Identity,
     vault: MailVault,
-    cache: VecDeque<(String, Arc<Vec<u8>>)>,
+    /// By mail row, not by message: a held message's rendering changes when it is
+    /// paid for and filed again.
+    cache: VecDeque<(i64, Arc<Vec<u8>>)>,
     cache_len: usize,
     /// Sealed bodies read ahead of the client (see [`Loader::load`]).
     read_ahead: std::collections::HashMap<String, Body>,
@@ -77,7 +79,7 @@ impl Loader {
         row: &MailRow,
         next: &[MailRow],
     ) -> Result<Arc<Vec<u8>>, LoadError> {
-        if let Some(pos) = self.cache.iter().position(|(id, _)| *id == row.message_id) {
+        if let Some(pos) = self.cache.iter().position(|(id, _)| *id == row.id) {
             let hit = self.cache[pos].1.clone();
             return Ok(hit);
         }
@@ -132,8 +134,7 @@ impl Loader {
                     break;
                 }
             }
-            self.cache
-                .push_back((row.message_id.clone(), bytes.clone()));
+            self.cache.push_back((row.id, bytes.clone()));
         }
         Ok(bytes)
     }
@@ -149,12 +150,18 @@ impl Loader {
             .open(&self.identity, &limits)
             .map_err(|e| LoadError::Open(e.to_string()))?;
         if let Some(email) = &content.email {
-            return self
+            let raw = self
                 .blobs
                 .raw_email(&email.raw)
                 .await
                 .map_err(|e| LoadError::Open(e.to_string()))?
-                .ok_or(LoadError::Missing);
+                .ok_or(LoadError::Missing)?;
+            let paid = message
+                .payment
+                .as_ref()
+                .filter(|_| signature_ok)
+                .map(|p| p.amount);
+            return Ok(crate::convert::view::render_bridged(&raw, paid));
         }
         let mut files = Vec::with_capacity(content.attachments.len());
         for a in &content.attachments {

@@ -25,7 +25,10 @@ use sha2::{Digest, Sha256};
 enum Decision {
     Free,
     /// Held before, unpaid: answer again with its pay link.
-    Waiting { token: String, amount_msat: i64 },
+    Waiting {
+        token: String,
+        amount_msat: i64,
+    },
     /// Paid for or let in already: a retry, dropped.
     Delivered,
     /// The user deleted it from Requests.
@@ -118,7 +121,12 @@ impl Paywall {
             return Ok(Decision::Free);
         }
         let policy = self.custody.policy(user).await?;
-        let dkim: Vec<&str> = mail.verdict.dkim_domains.iter().map(String::as_str).collect();
+        let dkim: Vec<&str> = mail
+            .verdict
+            .dkim_domains
+            .iter()
+            .map(String::as_str)
+            .collect();
         if policy.is_free(&dkim, list_id(mail.raw).as_deref()) {
             return Ok(Decision::Free);
         }
@@ -231,12 +239,19 @@ impl Paywall {
     /// now is answered 250 (a 4xx would make the sender's server send it again to
     /// everyone), and so is everything in `accept` mode; the sender hears of the
     /// payment by email then.
-    fn answer(&self, waiting: &[(String, u64, String)], some_delivered: bool, mail: &InboundMail<'_>) -> Reply {
+    fn answer(
+        &self,
+        waiting: &[(String, u64, String)],
+        some_delivered: bool,
+        mail: &InboundMail<'_>,
+    ) -> Reply {
         // One line per recipient, at most five: each well within 512 octets.
         let mut lines: Vec<String> = waiting
             .iter()
             .take(5)
-            .map(|(to, sats, url)| format!("payment required: {sats} sats to reach {to}; pay at {url}"))
+            .map(|(to, sats, url)| {
+                format!("payment required: {sats} sats to reach {to}; pay at {url}")
+            })
             .collect();
         let mode = if some_delivered {
             PaywallMode::Accept
@@ -304,7 +319,10 @@ mod tests {
         let raw = b"In-Reply-To: <a@x>\r\nReferences: <b@y> <a@x>\r\n\tList-Id: no\r\nList-Id: News <news.example.org>\r\n\r\nbody";
         assert_eq!(answered_ids(raw), ["a@x", "b@y"]);
         assert_eq!(list_id(raw).as_deref(), Some("news.example.org"));
-        assert_eq!(list_id(b"List-Id: plain.id\r\n\r\n").as_deref(), Some("plain.id"));
+        assert_eq!(
+            list_id(b"List-Id: plain.id\r\n\r\n").as_deref(),
+            Some("plain.id")
+        );
         assert_eq!(list_id(b"Subject: x\r\n\r\n"), None);
     }
 
@@ -312,7 +330,10 @@ mod tests {
     fn tokens_are_short_and_lowercase() {
         let a = new_token();
         assert_eq!(a.len(), 16);
-        assert!(a.bytes().all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)));
+        assert!(
+            a.bytes()
+                .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
+        );
         assert_ne!(a, new_token());
     }
 }

@@ -42,7 +42,9 @@ fn check_invoice(message: &Message, id: &str, amount: u64, bolt11: &str) -> Resu
         return Err("the invoice's description hash is not that of the message id".into());
     }
     if decoded.amount_msat != Some(amount.saturating_mul(1000)) {
-        return Err(format!("the invoice is not for the {amount} sats the INVOICE names"));
+        return Err(format!(
+            "the invoice is not for the {amount} sats the INVOICE names"
+        ));
     }
     if decoded.expires_at <= store::now() {
         return Err("the invoice has expired".into());
@@ -74,7 +76,10 @@ impl AutoPay {
         why: &str,
     ) -> Payment {
         let token = new_token();
-        let detail = format!("waiting for {} to confirm paying {amount} sats: {why}", user.username);
+        let detail = format!(
+            "waiting for {} to confirm paying {amount} sats: {why}",
+            user.username
+        );
         if let Err(e) = outbox::await_confirmation(
             self.paywall.store(),
             row.id,
@@ -92,9 +97,22 @@ impl AutoPay {
         let url = format!("{}/confirm/{token}", self.paywall.settings.public_url);
         let domain = self.paywall.custody.domain().to_owned();
         let daemon = format!("postmaster@{domain}");
-        let text = confirmation_mail(&daemon, &user.email, &row.message_id, amount, balance, why, &url, &domain);
+        let text = confirmation_mail(
+            &daemon,
+            &user.email,
+            &row.message_id,
+            amount,
+            balance,
+            why,
+            &url,
+            &domain,
+        );
         let mail = BridgedMail::report(text.as_bytes(), &daemon, Vec::new());
-        if let Err(e) = self.courier.deliver_report(mail, ReportTo::User(user.id)).await {
+        if let Err(e) = self
+            .courier
+            .deliver_report(mail, ReportTo::User(user.id))
+            .await
+        {
             tracing::warn!(error = %e, "cannot ask a user to confirm a payment");
         }
         Payment::Waiting(detail)
@@ -142,25 +160,44 @@ impl Payer for AutoPay {
                 return Payment::Waiting("the relay asked for payment without an INVOICE".into());
             };
             if let Err(why) = check_invoice(message, &id.to_hex(), *amount, bolt11) {
-                return Payment::Refused(format!("the recipient's relay sent a bad invoice: {why}"));
+                return Payment::Refused(format!(
+                    "the recipient's relay sent a bad invoice: {why}"
+                ));
             }
-            let user = match store::users::get_by_pubkey(self.paywall.store(), &message.from.to_hex()).await {
-                Ok(Some(row)) => match self.paywall.custody.user(&row.username).await {
-                    Ok(u) => u,
-                    Err(e) => return Payment::Waiting(format!("cannot load the sender: {e}")),
-                },
-                Ok(None) => return Payment::Waiting("no user here to pay for it".into()),
-                Err(e) => return Payment::Waiting(format!("cannot look up the sender: {e}")),
-            };
+            let user =
+                match store::users::get_by_pubkey(self.paywall.store(), &message.from.to_hex())
+                    .await
+                {
+                    Ok(Some(row)) => match self.paywall.custody.user(&row.username).await {
+                        Ok(u) => u,
+                        Err(e) => return Payment::Waiting(format!("cannot load the sender: {e}")),
+                    },
+                    Ok(None) => return Payment::Waiting("no user here to pay for it".into()),
+                    Err(e) => return Payment::Waiting(format!("cannot look up the sender: {e}")),
+                };
             let cap = self.cap_sats(&user).await;
             if *amount > cap {
                 return self
-                    .ask(&user, row, *amount, bolt11, &format!("above your auto-pay cap of {cap} sats"))
+                    .ask(
+                        &user,
+                        row,
+                        *amount,
+                        bolt11,
+                        &format!("above your auto-pay cap of {cap} sats"),
+                    )
                     .await;
             }
             match self
                 .paywall
-                .pay_from_balance(&user, bolt11, ledger::Kind::MailPayment, format!("message {}", &row.message_id[..16.min(row.message_id.len())]))
+                .pay_from_balance(
+                    &user,
+                    bolt11,
+                    ledger::Kind::MailPayment,
+                    format!(
+                        "message {}",
+                        &row.message_id[..16.min(row.message_id.len())]
+                    ),
+                )
                 .await
             {
                 Ok(paid) => {
@@ -174,7 +211,8 @@ impl Payer for AutoPay {
                     Payment::Paid(Box::new(m))
                 }
                 Err(PaywallError::Ledger(ledger::LedgerError::Insufficient { .. })) => {
-                    self.ask(&user, row, *amount, bolt11, "your balance is too low").await
+                    self.ask(&user, row, *amount, bolt11, "your balance is too low")
+                        .await
                 }
                 Err(e) => Payment::Waiting(format!("the payment failed: {e}")),
             }
@@ -219,7 +257,15 @@ impl Paywall {
             return Err(PaywallError::Invalid("this link was used already".into()));
         }
         let paid = match self
-            .pay_from_balance(&user, &row.invoice_bolt11, ledger::Kind::MailPayment, format!("message {}", &row.message_id[..16.min(row.message_id.len())]))
+            .pay_from_balance(
+                &user,
+                &row.invoice_bolt11,
+                ledger::Kind::MailPayment,
+                format!(
+                    "message {}",
+                    &row.message_id[..16.min(row.message_id.len())]
+                ),
+            )
             .await
         {
             Ok(p) => p,

@@ -24,7 +24,10 @@ pub struct PaywallGate {
 
 fn unavailable(e: impl std::fmt::Display) -> GateVerdict {
     tracing::error!(error = %e, "relay paywall unavailable");
-    GateVerdict::Refuse(Reason::new(ReasonCode::Error, "payments unavailable; try again"))
+    GateVerdict::Refuse(Reason::new(
+        ReasonCode::Error,
+        "payments unavailable; try again",
+    ))
 }
 
 impl PaywallGate {
@@ -38,7 +41,9 @@ impl PaywallGate {
         let sender = m.from.to_hex();
         // Our own users and the bridge's derived senders (mail the MX let in) are free.
         if users::get_by_pubkey(store, &sender).await?.is_some()
-            || !legacy::known_keys(store, std::slice::from_ref(&sender)).await?.is_empty()
+            || !legacy::known_keys(store, std::slice::from_ref(&sender))
+                .await?
+                .is_empty()
         {
             return Ok(Vec::new());
         }
@@ -145,7 +150,12 @@ impl PaywallGate {
                         message_id: Some(id.clone()),
                         shares: shares
                             .iter()
-                            .map(|(u, s)| (*u, i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX)))
+                            .map(|(u, s)| {
+                                (
+                                    *u,
+                                    i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX),
+                                )
+                            })
                             .collect(),
                         expires_at: fresh.expires_at,
                     },

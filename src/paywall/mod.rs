@@ -214,9 +214,9 @@ impl Paywall {
             }
         }
         let now = store::now();
-        let stale = invoice
-            .as_ref()
-            .is_none_or(|i| i.state == "expired" || (i.state == "open" && i.expires_at <= now + 30));
+        let stale = invoice.as_ref().is_none_or(|i| {
+            i.state == "expired" || (i.state == "open" && i.expires_at <= now + 30)
+        });
         if held.state == HeldState::Held && stale && held.expires_at > now {
             let user = self.user_by_id(held.user_id).await?;
             let fresh = self
@@ -269,7 +269,9 @@ impl Paywall {
         description: Description,
     ) -> Result<Invoice> {
         if amount_msat == 0 {
-            return Err(PaywallError::Invalid("the amount must be at least 1 msat".into()));
+            return Err(PaywallError::Invalid(
+                "the amount must be at least 1 msat".into(),
+            ));
         }
         let invoice = self.invoice(amount_msat, description).await?;
         invoices::insert(
@@ -328,7 +330,9 @@ impl Paywall {
             ],
         };
         if !ledger::post(self.store(), debit).await? {
-            return Err(PaywallError::Invalid("this invoice was paid already".into()));
+            return Err(PaywallError::Invalid(
+                "this invoice was paid already".into(),
+            ));
         }
         match self.backend.pay(bolt11, fee_limit).await {
             Ok(paid) => {
@@ -341,7 +345,10 @@ impl Paywall {
                             key: format!("fee-change:{hash}"),
                             kind: ledger::Kind::Refund,
                             memo: "unused routing fee".into(),
-                            entries: vec![(Account::Lightning, -back), (Account::User(user.id), back)],
+                            entries: vec![
+                                (Account::Lightning, -back),
+                                (Account::User(user.id), back),
+                            ],
                         },
                     )
                     .await?;

@@ -19,9 +19,21 @@ fn is_no_reply(address: &str) -> bool {
         .map_or(address, |(l, _)| l)
         .to_ascii_lowercase();
     let base = local.split('+').next().unwrap_or("");
-    ["noreply", "no-reply", "no_reply", "donotreply", "do-not-reply", "do_not_reply",
-     "mailer-daemon", "postmaster", "bounce", "bounces", "listserv", "majordomo"]
-        .contains(&base)
+    [
+        "noreply",
+        "no-reply",
+        "no_reply",
+        "donotreply",
+        "do-not-reply",
+        "do_not_reply",
+        "mailer-daemon",
+        "postmaster",
+        "bounce",
+        "bounces",
+        "listserv",
+        "majordomo",
+    ]
+    .contains(&base)
         || base.ends_with("-request")
         || base.starts_with("owner-")
         || base.ends_with("-owner")
@@ -63,7 +75,9 @@ fn date(ts: i64) -> String {
 /// Only printable ASCII in what we write: the values come from our own config and
 /// the sender's address, but a header must never be split by them.
 fn clean(s: &str) -> String {
-    s.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').collect()
+    s.chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .collect()
 }
 
 /// The request as a complete message: 7-bit text/plain, CRLF line ends.
@@ -74,7 +88,11 @@ pub fn render(r: &Request<'_>) -> Vec<u8> {
         out.push_str("\r\n");
     };
     let names: Vec<String> = r.items.iter().map(|i| clean(i.0)).collect();
-    field(&headers::address_field("From", "Payment request", &clean(r.from)));
+    field(&headers::address_field(
+        "From",
+        "Payment request",
+        &clean(r.from),
+    ));
     field(&headers::address_field("To", "", &clean(r.to)));
     field(&format!(
         "Subject: Payment required to deliver your message to {}",
@@ -129,11 +147,19 @@ pub async fn send(paywall: &Paywall, mail: &InboundMail<'_>, holds: &[Hold]) -> 
     let to = mail.mail_from.to_ascii_lowercase();
     let domain = paywall.custody.domain().to_owned();
     let from = format!("postmaster@{domain}");
-    let message_id = format!("pay.{}@{domain}", holds.first().map_or("", |h| h.token.as_str()));
+    let message_id = format!(
+        "pay.{}@{domain}",
+        holds.first().map_or("", |h| h.token.as_str())
+    );
     let original = headers::field_values(mail.raw, "Message-ID")
         .into_iter()
         .next()
-        .map(|v| v.trim().trim_start_matches('<').trim_end_matches('>').to_owned());
+        .map(|v| {
+            v.trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_owned()
+        });
     let urls: Vec<String> = holds.iter().map(|h| paywall.pay_url(&h.token)).collect();
     let raw = render(&Request {
         from: &from,
@@ -193,8 +219,15 @@ mod tests {
 
     #[test]
     fn no_reply_addresses() {
-        for a in ["noreply@x.org", "No-Reply@x.org", "owner-list@x.org", "list-request@x.org",
-                  "bounce-123@x.org", "MAILER-DAEMON@x.org", "noreply+tag@x.org"] {
+        for a in [
+            "noreply@x.org",
+            "No-Reply@x.org",
+            "owner-list@x.org",
+            "list-request@x.org",
+            "bounce-123@x.org",
+            "MAILER-DAEMON@x.org",
+            "noreply+tag@x.org",
+        ] {
             assert!(is_no_reply(a), "{a}");
         }
         for a in ["dan@x.org", "replyguy@x.org", "bouncer@x.org"] {

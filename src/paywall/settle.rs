@@ -75,7 +75,12 @@ pub async fn settle(
                     entries: vec![(Account::Lightning, -paid), (Account::User(user), paid)],
                 }
             } else {
-                income(key, &invoice.shares(), fee_percent, "paid LNMP message".into())
+                income(
+                    key,
+                    &invoice.shares(),
+                    fee_percent,
+                    "paid LNMP message".into(),
+                )
             };
             store
                 .write(Box::new(move |c| {
@@ -93,7 +98,11 @@ pub async fn settle(
                 return Ok(());
             };
             let (user_id, message_id) = {
-                let mut c = store.pool().acquire().await.map_err(store::StoreError::from)?;
+                let mut c = store
+                    .pool()
+                    .acquire()
+                    .await
+                    .map_err(store::StoreError::from)?;
                 match held::by_id_in(&mut c, held_id).await? {
                     Some(h) => (h.user_id, h.message_id),
                     None => return Ok(()),
@@ -113,10 +122,15 @@ pub async fn settle(
                 amount: u64::try_from(paid).unwrap_or(0) / 1000,
                 route: None,
             };
-            let message = body.as_deref().and_then(|b| Message::from_json(b.as_bytes(), &crate::lnmp::Limits::default()).ok()).map(|mut m| {
-                m.payment = Some(proof);
-                m
-            });
+            let message = body
+                .as_deref()
+                .and_then(|b| {
+                    Message::from_json(b.as_bytes(), &crate::lnmp::Limits::default()).ok()
+                })
+                .map(|mut m| {
+                    m.payment = Some(proof);
+                    m
+                });
             let json = message.as_ref().map(Message::to_json);
             let posting = income(key, &[(user_id, paid)], fee_percent, "paid email".into());
             let acquaint = paywall.settings.payer_becomes_acquaintance;
@@ -140,8 +154,13 @@ pub async fn settle(
                             return Ok(false);
                         }
                         if acquaint {
-                            contacts::add_in(c, h.user_id, &h.sender, contacts::Level::Acquaintance)
-                                .await?;
+                            contacts::add_in(
+                                c,
+                                h.user_id,
+                                &h.sender,
+                                contacts::Level::Acquaintance,
+                            )
+                            .await?;
                         }
                         // Now it is the user's like any delivered message: in the relay's
                         // store for their LNMP clients.
@@ -222,7 +241,9 @@ pub async fn sweep(paywall: &Paywall) -> Result<usize> {
         let user = h.user_id;
         let gone = paywall
             .store()
-            .write(Box::new(move |c| Box::pin(async move { held::expire_in(c, &h).await })))
+            .write(Box::new(move |c| {
+                Box::pin(async move { held::expire_in(c, &h).await })
+            }))
             .await?;
         if gone {
             tracing::info!(user, "held mail expired unpaid and was deleted");

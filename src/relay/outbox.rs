@@ -5,8 +5,8 @@
 
 use super::client::{ClientOptions, Connection, PublishOutcome};
 use crate::lnmp::{Limits, Message, RelayFrame};
-use futures_util::future::BoxFuture;
 use crate::store::{self, Store, outbox};
+use futures_util::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +45,9 @@ impl RetryTiming {
 /// What one attempt at one queued message came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settled {
-    Sent { relay: String },
+    Sent {
+        relay: String,
+    },
     Failed(String),
     AwaitingPayment(String),
     Retry(String),

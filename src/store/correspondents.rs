@@ -87,7 +87,11 @@ mod tests {
                 .unwrap();
             assert!(wrote_to(&store, u, "dan@example.org").await.unwrap());
             assert!(!wrote_to(&store, u, "eve@example.org").await.unwrap());
-            assert!(sent_any(&store, u, &["zzz@y".into(), "abc@x".into()]).await.unwrap());
+            assert!(
+                sent_any(&store, u, &["zzz@y".into(), "abc@x".into()])
+                    .await
+                    .unwrap()
+            );
             assert!(!sent_any(&store, u, &["zzz@y".into()]).await.unwrap());
             assert!(!sent_any(&store, u, &[]).await.unwrap());
         })

@@ -60,7 +60,18 @@ pub struct HeldMessage {
     pub expires_at: i64,
 }
 
-type Raw = (i64, i64, String, String, String, i64, String, String, i64, i64);
+type Raw = (
+    i64,
+    i64,
+    String,
+    String,
+    String,
+    i64,
+    String,
+    String,
+    i64,
+    i64,
+);
 
 const COLUMNS: &str =
     "id, user_id, message_id, sender, body_hash, amount_msat, token, state, created_at, expires_at";
@@ -245,19 +256,16 @@ pub async fn release_in(c: &mut AnyConnection, h: &HeldMessage, json: &str) -> R
             .await?;
     ids.extend(inbox);
     mail::lock_mailboxes_in(c, &ids).await?;
-    for (mailbox_id, name, uid, flags, size, internal_date) in filed {
+    for (mailbox_id, name, uid, flags, _size, internal_date) in filed {
         if name != "Requests" {
             continue;
         }
-        let flags = mail::apply_flags(
-            &flags,
-            mail::FlagChange::Add,
-            &["$Paid".to_owned()],
-        );
+        let flags = mail::apply_flags(&flags, mail::FlagChange::Add, &["$Paid".to_owned()]);
+        // Its rendering gains the payment's header fields: the size is learnt again.
         let copy = mail::NewMail {
             message_id: h.message_id.clone(),
             internal_date,
-            size,
+            size: -1,
             flags,
         };
         mail::file_in(c, h.user_id, "INBOX", &copy).await?;

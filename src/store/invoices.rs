@@ -230,7 +230,9 @@ pub async fn expire_in(c: &mut AnyConnection, id: i64) -> Result<()> {
 
 pub async fn expire(store: &Store, id: i64) -> Result<()> {
     store
-        .write(Box::new(move |c| Box::pin(async move { expire_in(c, id).await })))
+        .write(Box::new(move |c| {
+            Box::pin(async move { expire_in(c, id).await })
+        }))
         .await
 }
 
@@ -301,9 +303,17 @@ mod tests {
             )
             .await
             .unwrap();
-            let open_now = open_for_message(&store, "m1", now()).await.unwrap().unwrap();
+            let open_now = open_for_message(&store, "m1", now())
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(open_now.shares(), [(u, 100_000)]);
-            assert!(open_for_message(&store, "m1", now() + 61).await.unwrap().is_none());
+            assert!(
+                open_for_message(&store, "m1", now() + 61)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
             let redeem = |hash: &'static str, msg: &'static str| {
                 let store = store.clone();
                 async move {

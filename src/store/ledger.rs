@@ -86,10 +86,7 @@ impl From<sqlx::Error> for LedgerError {
 /// nothing) when a transaction with this key was posted before. On
 /// [`LedgerError::Insufficient`] some entries may be written: the caller must roll
 /// back (return an error from its write), as [`post`] does.
-pub async fn post_in(
-    c: &mut AnyConnection,
-    p: &Posting,
-) -> std::result::Result<bool, LedgerError> {
+pub async fn post_in(c: &mut AnyConnection, p: &Posting) -> std::result::Result<bool, LedgerError> {
     if p.entries.iter().map(|(_, a)| *a).sum::<i64>() != 0 {
         return Err(LedgerError::Unbalanced(p.key.clone()));
     }
@@ -245,8 +242,16 @@ mod tests {
     async fn credits_once_and_never_goes_negative() {
         each_backend(|store| async move {
             let u = add_user(&store, "alice").await.id;
-            assert!(post(&store, income("settle:a", u, 100_000, 10_000)).await.unwrap());
-            assert!(!post(&store, income("settle:a", u, 100_000, 10_000)).await.unwrap());
+            assert!(
+                post(&store, income("settle:a", u, 100_000, 10_000))
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !post(&store, income("settle:a", u, 100_000, 10_000))
+                    .await
+                    .unwrap()
+            );
             assert_eq!(balance(&store, Account::User(u)).await.unwrap(), 90_000);
             assert_eq!(balance(&store, Account::Fees).await.unwrap(), 10_000);
             let spend = |key: &str, msat: i64| Posting {

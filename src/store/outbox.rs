@@ -321,7 +321,12 @@ pub async fn by_confirm_token(store: &Store, token: &str) -> Result<Option<Await
 /// Queues a message again at once with `body` (the message now carrying its payment
 /// proof). With `from_payment`, only a message still waiting for payment is taken (a
 /// confirmation link used twice pays once).
-pub async fn requeue_paid(store: &Store, id: i64, body: String, from_payment: bool) -> Result<bool> {
+pub async fn requeue_paid(
+    store: &Store,
+    id: i64,
+    body: String,
+    from_payment: bool,
+) -> Result<bool> {
     store
         .write(Box::new(move |c| {
             Box::pin(async move {

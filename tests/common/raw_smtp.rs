@@ -57,4 +57,3 @@ pub async fn raw(port: u16) -> Raw<TcpStream> {
     assert_eq!(r.reply().await.0, 220);
     r
 }
-

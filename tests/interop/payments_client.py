@@ -245,10 +245,9 @@ def cmd_imap_check(a):
 def cmd_imap_move(a):
     m = imap_login(a)
     try:
+        found = with_id(imap_messages(m, a.folder), a.message_id)
         typ, data = m.select('"%s"' % a.folder)
         print("SELECT %s: %s %s" % (a.folder, typ, data))
-        found = with_id(imap_messages(m, a.folder), a.message_id)
-        m.select('"%s"' % a.folder)
         if len(found) != 1:
             print("FAIL: %d messages with Message-ID %s in %s" % (len(found), a.message_id, a.folder))
             return 1
