@@ -82,6 +82,8 @@ status.textContent=texts[j.state]||j.state;
 status.setAttribute("data-state",j.state);
 status.className="status "+j.state;
 var pay=document.getElementById("pay");if(pay){pay.hidden=true;}
+var h=document.getElementById("heading");if(h){h.textContent=j.state==="delivered"?"Your message was delivered":"Your message was not delivered";}
+var e=document.getElementById("explain");if(e){e.hidden=true;}
 }).catch(later);}
 later();
 })();"#;
@@ -343,16 +345,28 @@ pub(super) fn render_pay_page(view: &PayView, token: &str, now: i64) -> String {
     } else {
         String::new()
     };
+    let held = view.state == HeldState::Held;
+    let heading = heading_for(state_word(view.state));
+    let explain_hidden = if held { "" } else { " hidden" };
     document(
         &format!("Pay {} to deliver your message", sats(view.amount_sats)),
         &format!(
-            "<h1>Your message is waiting</h1>\n\
-             <p><strong>{recipient}</strong> reads email from new senders once it is paid for. \
+            "<h1 id=\"heading\">{heading}</h1>\n\
+             <p id=\"explain\"{explain_hidden}><strong>{recipient}</strong> reads email from new senders once it is paid for. \
              Pay this Lightning invoice and your message is delivered at once.</p>\n\
              <p class=\"amount\">{amount}</p>\n{status}\n\
              <section id=\"pay\">\n{invoice}\n{deleted}\n</section>"
         ),
     )
+}
+
+/// The page's heading for a state word (the script sets the same ones).
+fn heading_for(state: &str) -> &'static str {
+    match state {
+        "held" => "Your message is waiting",
+        "delivered" => "Your message was delivered",
+        _ => "Your message was not delivered",
+    }
 }
 
 /// The JSON the pay page polls.

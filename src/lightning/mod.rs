@@ -145,34 +145,66 @@ pub struct DecodedInvoice {
 
 /// Parses a BOLT11 invoice and checks its signature. Any network's prefix is read.
 pub fn decode(bolt11: &str) -> Result<DecodedInvoice> {
-    use lightning_invoice::{Bolt11Invoice, Bolt11InvoiceDescriptionRef};
+    use lightning_invoice::SignedRawBolt11Invoice;
     // lightning-invoice does not re-export bitcoin; its hashes are secp256k1's (the
     // same crate copy).
     use secp256k1::hashes::Hash;
+    let invalid = |why: String| LightningError::InvalidInvoice(why);
     // QR codes carry "LIGHTNING:LNBC..." in upper case (alphanumeric mode); bech32
     // is case-insensitive as a whole.
     let text = bolt11.trim().to_ascii_lowercase();
-    let invoice: Bolt11Invoice = text
+    // Read as a signed raw invoice, not as `Bolt11Invoice`, whose semantic checks
+    // refuse invoices real wallets issue (LNbits' FakeWallet leaves out the feature
+    // bits); what we rely on is checked here instead.
+    let signed: SignedRawBolt11Invoice = text
         .strip_prefix("lightning:")
         .unwrap_or(&text)
         .parse()
-        .map_err(|e| LightningError::InvalidInvoice(format!("{e}")))?;
-    invoice
-        .check_signature()
-        .map_err(|e| LightningError::InvalidInvoice(format!("{e}")))?;
-    let description = match invoice.description() {
-        Bolt11InvoiceDescriptionRef::Direct(d) => Description::Memo(d.to_string()),
-        Bolt11InvoiceDescriptionRef::Hash(h) => Description::Hash(h.0.to_byte_array()),
+        .map_err(|e| invalid(format!("{e}")))?;
+    if !signed.check_signature() {
+        return Err(invalid("the signature does not match".into()));
+    }
+    let payee = signed
+        .recover_payee_pub_key()
+        .map_err(|e| invalid(format!("no payee key: {e}")))?;
+    let raw = signed.raw_invoice();
+    let payment_hash = raw
+        .payment_hash()
+        .ok_or_else(|| invalid("no payment hash".into()))?
+        .0
+        .to_byte_array();
+    let description = match (raw.description(), raw.description_hash()) {
+        (Some(d), None) => Description::Memo(d.to_string()),
+        (None, Some(h)) => Description::Hash(h.0.to_byte_array()),
+        _ => {
+            return Err(invalid(
+                "it needs exactly one of description and description hash".into(),
+            ));
+        }
     };
-    let expires_at = invoice
-        .expires_at()
-        .map_or(i64::MAX, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    // One millisatoshi is ten pico-bitcoin; a smaller fraction cannot be paid.
+    let amount_msat = match raw.amount_pico_btc() {
+        Some(p) if p % 10 != 0 => {
+            return Err(invalid("the amount is not whole millisatoshis".into()));
+        }
+        Some(p) => Some(p / 10),
+        None => None,
+    };
+    // BOLT 11: without an expiry field an invoice expires an hour after its timestamp.
+    let expiry = raw.expiry_time().map_or(3600, |e| e.as_seconds());
+    let expires_at = raw
+        .data
+        .timestamp
+        .as_unix_timestamp()
+        .checked_add(expiry)
+        .and_then(|t| i64::try_from(t).ok())
+        .unwrap_or(i64::MAX);
     Ok(DecodedInvoice {
-        payment_hash: invoice.payment_hash().to_byte_array(),
-        amount_msat: invoice.amount_milli_satoshis(),
+        payment_hash,
+        amount_msat,
         description,
         expires_at,
-        payee: invoice.get_payee_pub_key().to_string(),
+        payee: payee.0.to_string(),
     })
 }
 
