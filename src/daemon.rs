@@ -130,11 +130,6 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         backend,
         crate::paywall::PaywallSettings::from_config(&config),
     ));
-    tasks.spawn(crate::paywall::settle::run(
-        paywall.clone(),
-        shutdown.clone(),
-    ));
-
     let http_tls = if config.http.tls {
         let (cert, key) = crate::tls::certificate_files(&config)?;
         Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
@@ -191,6 +186,12 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     } else {
         None
     };
+
+    // After the relay is attached: paid held mail is announced to its subscribers.
+    tasks.spawn(crate::paywall::settle::run(
+        paywall.clone(),
+        shutdown.clone(),
+    ));
 
     let opts = client_options(&config)?;
     let outbox = Outbox::new(
@@ -483,11 +484,14 @@ async fn follow_read_relays(
 }
 
 /// Stores a message read from a relay in a user's inbox, if it verifies.
-async fn keep_in_inbox(store: &Store, user_id: i64, m: Message) -> anyhow::Result<()> {
+async fn keep_in_inbox(store: &Store, user_id: i64, mut m: Message) -> anyhow::Result<()> {
     if let Err(e) = m.verify() {
         tracing::warn!(id = %m.id, error = %e, "dropping a message that does not verify");
         return Ok(());
     }
+    // A payment proof is checked only by the relay that issued its invoice; one read
+    // from another relay cannot be, so it is not shown as paid.
+    m.payment = None;
     let json = m.to_json();
     if inbox::insert(store, user_id, m, json, store::now()).await? {
         store.mail_changed(user_id).await;

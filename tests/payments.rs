@@ -26,6 +26,7 @@ use tokio::net::TcpStream;
 const ZONE: &str = "
 remote.test TXT \"v=spf1 ip4:127.0.0.1 -all\"
 _dmarc.remote.test TXT \"v=DMARC1; p=none\"
+strict.test TXT \"v=spf1 ip4:192.0.2.1 -all\"
 ";
 
 struct Bridge {
@@ -206,6 +207,59 @@ async fn a_stranger_pays_and_a_retry_is_not_delivered_twice() {
     let next = mail_from("dan@remote.test", "again", "One more thing.");
     assert_eq!(send(&b, "dan@remote.test", &alice, &next).await.0, 250);
     assert_eq!(b.mailbox("alice", "INBOX").await.len(), 2);
+    // The same words from a stranger under another Message-ID are another message.
+    let erin = mail_from("erin@remote.test", "thanks", "Thanks!");
+    let (code, first) = send(&b, "erin@remote.test", &alice, &erin).await;
+    assert_eq!(code, 450, "{first}");
+    let erin2 = erin.replace("<thanks@remote.test>", "<thanks-2@remote.test>");
+    let (code, second) = send(&b, "erin@remote.test", &alice, &erin2).await;
+    assert_eq!(code, 450, "{second}");
+    assert_ne!(
+        token_in(&first),
+        token_in(&second),
+        "a new message gets a pay link of its own"
+    );
+
+    // A contact's address is worth nothing to whom the checks do not vouch for.
+    b.running
+        .custody
+        .add_contact(
+            &alice_info,
+            "boss@strict.test",
+            store::contacts::Level::Friend,
+        )
+        .await
+        .unwrap();
+    let forged = mail_from("boss@strict.test", "urgent", "Wire the money today.");
+    let (code, reply) = send(&b, "boss@strict.test", &alice, &forged).await;
+    assert_eq!(code, 450, "SPF fails for the envelope sender: {reply}");
+    let (code, reply) = send(&b, "", &alice, &forged).await;
+    assert_eq!(code, 450, "the null sender with a forged From: {reply}");
+    // A sender's own claim to have paid never shows.
+    let claim = mail_from("dan@remote.test", "claim", "Paid, see?")
+        .replace("Subject:", "X-LNMP-Payment: 99999 sat\r\nSubject:");
+    assert_eq!(send(&b, "dan@remote.test", &alice, &claim).await.0, 250);
+    let uid = b.user_id("alice").await;
+    let rows = b.mailbox("alice", "INBOX").await;
+    let last = rows.last().unwrap();
+    let body = store::mail::body(b.store(), uid, &last.message_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let store::mail::Body::Lnmp(json) = body else {
+        panic!("bridged mail is an LNMP message");
+    };
+    let m = Message::from_json(json.as_bytes(), &Limits::default()).unwrap();
+    assert!(m.payment.is_none());
+    let identity = b.running.custody.identity("alice").await.unwrap();
+    let content = m.open(&identity, &Limits::default()).unwrap();
+    let Some(lnmp_bridge::lnmp::content::RawEmail::Inline(kept)) = content.email.map(|e| e.raw)
+    else {
+        panic!("a small bridged email keeps its bytes inline");
+    };
+    let kept = String::from_utf8(kept).unwrap();
+    assert!(!kept.contains("X-LNMP-Payment"), "{kept}");
+    assert!(kept.contains("Paid, see?"));
 }
 
 #[tokio::test]
@@ -401,9 +455,10 @@ async fn the_relay_invoices_strangers_and_takes_each_proof_once() {
         panic!("settled");
     };
     let mut paid = m.clone();
+    // Claiming more than was paid shows only what was invoiced.
     paid.payment = Some(PaymentProof {
         preimage,
-        amount: 100,
+        amount: 100_000,
         route: None,
     });
     let outcome = conn.publish(&paid, Duration::from_secs(5)).await.unwrap();
@@ -414,6 +469,9 @@ async fn the_relay_invoices_strangers_and_takes_each_proof_once() {
     })
     .await;
     assert!(b.mailbox("alice", "INBOX").await[0].flags.contains("$Paid"));
+    let stored = store::inbox::list(b.store(), uid, 0).await.unwrap();
+    let stored = Message::from_json(stored[0].as_bytes(), &Limits::default()).unwrap();
+    assert_eq!(stored.payment.map(|p| p.amount), Some(100));
 
     // The same preimage on another message pays for nothing.
     let mut replay = message_to(&stranger, &alice, "a second message, same proof");

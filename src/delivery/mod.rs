@@ -709,6 +709,7 @@ async fn file_local(
                 local_recipients: user_ids,
                 legacy_recipients: Vec::new(),
                 file_in_inbox: false,
+                redeem: None,
             };
             store::relay::insert_in(c, &incoming).await?;
         }

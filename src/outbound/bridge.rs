@@ -49,6 +49,9 @@ enum Done {
         outbound: Box<outbound::NewOutbound>,
         route: Option<ReplyRoute>,
         detail: String,
+        /// A user here wrote it: (user id, recipient, Message-ID), remembered so the
+        /// recipient's answers pass the paywall.
+        sent: Option<(i64, String, String)>,
     },
     Skipped(String),
 }
@@ -86,6 +89,7 @@ impl Bridge {
                     outbound,
                     route,
                     detail,
+                    sent,
                 }) => {
                     let claimed = job.clone();
                     self.store()
@@ -93,6 +97,16 @@ impl Bridge {
                             Box::pin(async move {
                                 if let Some(r) = &route {
                                     store::reply_routes::remember_in(c, r, store::now()).await?;
+                                }
+                                if let Some((user, to, message_id)) = &sent {
+                                    store::correspondents::record_in(
+                                        c,
+                                        *user,
+                                        std::slice::from_ref(to),
+                                        Some(message_id),
+                                        store::now(),
+                                    )
+                                    .await?;
                                 }
                                 outbound::enqueue_in(c, &outbound).await?;
                                 bridge_out::finish_in(c, &claimed, "done", &detail).await
@@ -241,6 +255,7 @@ impl Bridge {
                 peer_relays: message.relays.clone(),
             }),
             detail: format!("forwarded to {forward_to}"),
+            sent: None,
         })
     }
 
@@ -277,30 +292,30 @@ impl Bridge {
             .open(&identity, &limits)
             .map_err(|e| BridgeError::Unworkable(e.to_string()))?;
         let sender = message.from.to_hex();
-        let (from, mail_from, route) =
-            match store::users::get_by_pubkey(self.store(), &sender).await? {
-                Some(row) => {
-                    let email = format!("{}@{}", row.username, self.settings.domain);
-                    ((String::new(), email.clone()), email, None)
-                }
-                None => {
-                    let replier = Replier::Legacy(address.clone());
-                    let token = self.custody.reply_token(&replier, &sender);
-                    let reply = self.reply_address(&token);
-                    let display = format!("LNMP {}", &sender[..16]);
-                    (
-                        (display, reply.clone()),
-                        reply,
-                        Some(ReplyRoute {
-                            token,
-                            replier,
-                            peer_key: sender.clone(),
-                            peer_address: String::new(),
-                            peer_relays: message.relays.clone(),
-                        }),
-                    )
-                }
-            };
+        let writer = store::users::get_by_pubkey(self.store(), &sender).await?;
+        let (from, mail_from, route) = match &writer {
+            Some(row) => {
+                let email = format!("{}@{}", row.username, self.settings.domain);
+                ((String::new(), email.clone()), email, None)
+            }
+            None => {
+                let replier = Replier::Legacy(address.clone());
+                let token = self.custody.reply_token(&replier, &sender);
+                let reply = self.reply_address(&token);
+                let display = format!("LNMP {}", &sender[..16]);
+                (
+                    (display, reply.clone()),
+                    reply,
+                    Some(ReplyRoute {
+                        token,
+                        replier,
+                        peer_key: sender.clone(),
+                        peer_address: String::new(),
+                        peer_relays: message.relays.clone(),
+                    }),
+                )
+            }
+        };
         self.thread_onto_email(&mut content, &identity).await?;
         let mut files = Vec::with_capacity(content.attachments.len());
         for a in &content.attachments {
@@ -317,7 +332,9 @@ impl Bridge {
         content.email = None;
         let raw = convert::to_mime(&content, &envelope, &files)
             .map_err(|e| BridgeError::Unworkable(e.to_string()))?;
+        let sent = writer.map(|row| (row.id, address.clone(), envelope.message_id.clone()));
         Ok(Done::Queued {
+            sent,
             outbound: self.outbound(
                 None,
                 mail_from,

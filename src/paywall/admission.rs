@@ -38,15 +38,55 @@ enum Decision {
 }
 
 /// The key a payment is kept under for this message: its sender and the SHA-256 of
-/// its body (header fields a retrying server may change are not in it).
+/// its Message-ID and body. A retrying server sends both unchanged (it may add header
+/// fields, which are not in the key); another message with the same text has another
+/// Message-ID.
 pub fn payment_key(mail: &InboundMail<'_>) -> (String, String) {
     let sender = if mail.mail_from.is_empty() {
         mail.header_from.unwrap_or("").to_ascii_lowercase()
     } else {
         mail.mail_from.to_ascii_lowercase()
     };
-    let body = &mail.raw[headers::body_start(mail.raw)..];
-    (sender, hex::encode(Sha256::digest(body)))
+    let mut h = Sha256::new();
+    for id in headers::field_values(mail.raw, "Message-ID") {
+        h.update(id.trim().as_bytes());
+    }
+    h.update([0]);
+    h.update(&mail.raw[headers::body_start(mail.raw)..]);
+    (sender, hex::encode(h.finalize()))
+}
+
+/// The sender's addresses the checks vouch for: the envelope sender when SPF passed
+/// for it, the From address when SPF or DKIM passed aligned with its domain. Only these
+/// can be matched against contacts, so forging a contact's address gets nothing.
+fn authenticated_senders(mail: &InboundMail<'_>) -> Vec<String> {
+    let mut senders = Vec::new();
+    if !mail.mail_from.is_empty() && mail.verdict.spf == mail_auth::SpfResult::Pass {
+        senders.push(mail.mail_from.to_ascii_lowercase());
+    }
+    if let Some(from) = mail.header_from
+        && (mail.verdict.dmarc_pass || mail.verdict.authenticates(mail.mail_from, from))
+    {
+        let from = from.to_ascii_lowercase();
+        if !senders.contains(&from) {
+            senders.push(from);
+        }
+    }
+    senders
+}
+
+/// The List-Id, when a DKIM signature vouches for it: signed by the list's domain or
+/// one above it (a bare List-Id header is anyone's to write).
+fn signed_list_id(mail: &InboundMail<'_>) -> Option<String> {
+    let id = list_id(mail.raw)?.to_ascii_lowercase();
+    mail.verdict
+        .dkim_domains
+        .iter()
+        .any(|d| {
+            let d = d.to_ascii_lowercase();
+            id == d || id.ends_with(&format!(".{d}"))
+        })
+        .then_some(id)
 }
 
 /// Message-IDs the message answers (In-Reply-To and References), without brackets.
@@ -98,20 +138,9 @@ impl Paywall {
                 HeldState::Expired => {}
             }
         }
-        // Who the sender is, as far as the checks vouch: the envelope sender, and the
-        // From address when DMARC passed for it.
-        let mut senders = vec![key.0.clone()];
-        if mail.verdict.dmarc_pass
-            && let Some(from) = mail.header_from
-        {
-            let from = from.to_ascii_lowercase();
-            if !senders.contains(&from) {
-                senders.push(from);
-            }
-        }
-        for s in senders.iter().filter(|s| !s.is_empty()) {
-            if store::contacts::get(store, user.id, s).await?.is_some()
-                || store::correspondents::wrote_to(store, user.id, s).await?
+        for s in authenticated_senders(mail) {
+            if store::contacts::get(store, user.id, &s).await?.is_some()
+                || store::correspondents::wrote_to(store, user.id, &s).await?
             {
                 return Ok(Decision::Free);
             }
@@ -127,7 +156,7 @@ impl Paywall {
             .iter()
             .map(String::as_str)
             .collect();
-        if policy.is_free(&dkim, list_id(mail.raw).as_deref()) {
+        if policy.is_free(&dkim, signed_list_id(mail).as_deref()) {
             return Ok(Decision::Free);
         }
         let unread = match store::mailboxes::get(store, user.id, "INBOX").await? {
@@ -268,7 +297,7 @@ impl Paywall {
             PaywallMode::Accept => (
                 250,
                 "2.0.0",
-                if request::eligible(mail) {
+                if request::recipient(mail).is_some() {
                     "held until paid; a payment request is on its way to you"
                 } else {
                     "held until paid"

@@ -214,7 +214,13 @@ impl Payer for AutoPay {
                     self.ask(&user, row, *amount, bolt11, "your balance is too low")
                         .await
                 }
-                Err(e) => Payment::Waiting(format!("the payment failed: {e}")),
+                Err(PaywallError::Lightning(
+                    e @ crate::lightning::LightningError::Unreachable(_),
+                )) => {
+                    // Paid or not, nobody knows yet: paying again could pay twice.
+                    Payment::Waiting(format!("the payment's outcome is unknown: {e}"))
+                }
+                Err(e) => Payment::Retry(format!("the payment failed: {e}")),
             }
         })
     }
@@ -290,7 +296,12 @@ impl Paywall {
             amount,
             route: None,
         });
-        outbox::requeue_paid(self.store(), row.id, m.to_json(), true).await?;
+        if !outbox::requeue_paid(self.store(), row.id, m.to_json(), true).await? {
+            tracing::error!(message = %row.message_id, "paid for a message that expired meanwhile");
+            return Err(PaywallError::Invalid(
+                "the message expired while it was being paid for; it was not sent".into(),
+            ));
+        }
         Ok(())
     }
 }

@@ -3,16 +3,18 @@
 //! description hash is SHA-256 of the 32 id bytes) unless it carries a proof that
 //! checks against an invoice this relay issued for that id: the preimage hashes to
 //! the invoice's payment hash, the amount is at least the invoice's, and the preimage
-//! was never redeemed before. Redeeming credits the recipients in the same commit.
+//! was never redeemed before. The proof is redeemed, and the recipients credited, in
+//! the commit that stores the message (store::relay), so a proof is never spent on a
+//! message that was not stored.
 
 use super::Paywall;
 use crate::custody::pricing::Standing;
 use crate::lightning::Description;
 use crate::lnmp::frame::{Reason, ReasonCode};
 use crate::lnmp::{Address, Message, RelayFrame};
-use crate::relay::gate::{AcceptGate, Gate, GateVerdict};
+use crate::relay::gate::{AcceptGate, Gate, GateVerdict, Redeemed};
 use crate::store::contacts::Level;
-use crate::store::{self, invoices, ledger, legacy, users};
+use crate::store::{self, invoices, legacy, users};
 use futures_util::future::BoxFuture;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -78,14 +80,16 @@ impl PaywallGate {
         Ok(shares)
     }
 
-    /// Redeems the message's proof, true when it pays for it.
-    async fn redeem(&self, m: &Message, owed_sats: u64) -> super::Result<bool> {
+    /// The message's proof, when it pays for an invoice this relay issued for this id
+    /// and was never redeemed: what to redeem in the commit that stores it. Any such
+    /// invoice pays, even if the price has risen since (surge): it was the price asked.
+    async fn proof(&self, m: &Message) -> super::Result<Option<Redeemed>> {
         let Some(proof) = &m.payment else {
-            return Ok(false);
+            return Ok(None);
         };
         let hash = hex::encode(Sha256::digest(proof.preimage));
         let Some(invoice) = invoices::by_hash(self.paywall.store(), &hash).await? else {
-            return Ok(false);
+            return Ok(None);
         };
         let id = m.id.to_hex();
         let invoiced_sats = u64::try_from(invoice.amount_msat).unwrap_or(0) / 1000;
@@ -93,33 +97,24 @@ impl PaywallGate {
             || invoice.message_id.as_deref() != Some(id.as_str())
             || invoice.used_at.is_some()
             || proof.amount < invoiced_sats
-            || invoiced_sats < owed_sats
         {
-            return Ok(false);
+            return Ok(None);
         }
-        let shares = invoice.shares();
         let posting = super::settle::income(
             format!("settle:{hash}"),
-            &shares,
+            &invoice.shares(),
             self.paywall.settings.fee_percent,
             "paid LNMP message".into(),
         );
-        let preimage = hex::encode(proof.preimage);
-        Ok(self
-            .paywall
-            .store()
-            .write(Box::new(move |c| {
-                Box::pin(async move {
-                    if !invoices::redeem_in(c, &hash, &id, &preimage).await? {
-                        return Ok(false);
-                    }
-                    ledger::post_in(c, &posting)
-                        .await
-                        .map_err(super::settle::ledger_error)?;
-                    Ok(true)
-                })
-            }))
-            .await?)
+        Ok(Some(Redeemed {
+            redemption: invoices::Redemption {
+                payment_hash: hash,
+                message_id: id,
+                preimage: hex::encode(proof.preimage),
+                posting,
+            },
+            amount: invoiced_sats,
+        }))
     }
 
     /// The INVOICE for `m`: an open one issued before for this id and amount, else new.
@@ -177,27 +172,32 @@ impl PaywallGate {
 impl Gate for PaywallGate {
     fn check<'a>(&'a self, m: &'a Message) -> BoxFuture<'a, GateVerdict> {
         Box::pin(async move {
-            let verdict = self.inner.check(m).await;
-            let GateVerdict::Accept {
-                local_recipients, ..
-            } = &verdict
-            else {
-                return verdict;
+            let (local_recipients, legacy_recipients) = match self.inner.check(m).await {
+                GateVerdict::Accept {
+                    local_recipients,
+                    legacy_recipients,
+                    ..
+                } => (local_recipients, legacy_recipients),
+                other => return other,
+            };
+            let accept = |payment| GateVerdict::Accept {
+                local_recipients: local_recipients.clone(),
+                legacy_recipients: legacy_recipients.clone(),
+                payment,
             };
             if local_recipients.is_empty() {
-                return verdict;
+                return accept(None);
             }
-            let shares = match self.shares(m, local_recipients).await {
+            let shares = match self.shares(m, &local_recipients).await {
                 Ok(s) => s,
                 Err(e) => return unavailable(e),
             };
-            let owed: u64 = shares.iter().map(|(_, s)| *s).sum();
-            if owed == 0 {
-                return verdict;
+            if shares.is_empty() {
+                return accept(None);
             }
-            match self.redeem(m, owed).await {
-                Ok(true) => return verdict,
-                Ok(false) => {}
+            match self.proof(m).await {
+                Ok(Some(redeemed)) => return accept(Some(Box::new(redeemed))),
+                Ok(None) => {}
                 Err(e) => return unavailable(e),
             }
             match self.invoice(m, &shares).await {

@@ -67,6 +67,9 @@ pub struct PaywallSettings {
     /// How long a payment request (email) is retried.
     pub request_lifetime: Duration,
     pub address_invoices_per_minute: u32,
+    /// How long the embedded relay keeps a message; None when it is off. Paid held mail
+    /// enters the relay's store by this, whichever process settles it.
+    pub relay_retention: Option<Duration>,
 }
 
 impl PaywallSettings {
@@ -92,6 +95,10 @@ impl PaywallSettings {
             max_fee_msat: c.lightning.max_fee_sats.saturating_mul(1000),
             request_lifetime: Duration::from_secs(c.outbound.lifetime_hours.saturating_mul(3600)),
             address_invoices_per_minute: p.address_invoices_per_minute,
+            relay_retention: c
+                .relay
+                .enabled
+                .then(|| Duration::from_secs(u64::from(c.relay.retention_days) * 86_400)),
         }
     }
 }
@@ -178,12 +185,28 @@ impl Paywall {
 
     /// A new invoice from the backend, `memo` or a description hash.
     pub async fn invoice(&self, amount_msat: u64, description: Description) -> Result<Invoice> {
+        self.invoice_until(amount_msat, description, i64::MAX).await
+    }
+
+    /// A new invoice that cannot be paid after `deadline` (Unix seconds) nor after the
+    /// configured expiry: one for held mail ends with the hold.
+    async fn invoice_until(
+        &self,
+        amount_msat: u64,
+        description: Description,
+        deadline: i64,
+    ) -> Result<Invoice> {
+        let left = u64::try_from(deadline.saturating_sub(store::now())).unwrap_or(0);
+        let expiry = self
+            .settings
+            .invoice_expiry
+            .min(Duration::from_secs(left.max(60)));
         Ok(self
             .backend
             .create_invoice(&InvoiceRequest {
                 amount_msat,
                 description,
-                expiry: self.settings.invoice_expiry,
+                expiry,
             })
             .await?)
     }
@@ -214,15 +237,16 @@ impl Paywall {
             }
         }
         let now = store::now();
-        let stale = invoice.as_ref().is_none_or(|i| {
-            i.state == "expired" || (i.state == "open" && i.expires_at <= now + 30)
-        });
+        let stale = invoice
+            .as_ref()
+            .is_none_or(|i| i.state == "expired" || (i.state == "open" && i.expires_at <= now));
         if held.state == HeldState::Held && stale && held.expires_at > now {
             let user = self.user_by_id(held.user_id).await?;
             let fresh = self
-                .invoice(
+                .invoice_until(
                     u64::try_from(held.amount_msat).unwrap_or(0),
                     Description::Memo(memo_for(&user)),
+                    held.expires_at,
                 )
                 .await?;
             let row = invoices::NewInvoice {
@@ -320,8 +344,11 @@ impl Paywall {
             .min(balance.saturating_sub(amount));
         let reserve = amount.saturating_add(fee_limit);
         let reserve_msat = i64::try_from(reserve).unwrap_or(i64::MAX);
+        // One debit per attempt: a refunded attempt may be followed by another, but two
+        // attempts at once get the same key and only one passes.
+        let attempt = ledger::count_keys(self.store(), &format!("refund:{hash}:")).await?;
         let debit = Posting {
-            key: format!("pay:{hash}"),
+            key: format!("pay:{hash}:{attempt}"),
             kind,
             memo: memo.clone(),
             entries: vec![
@@ -366,7 +393,7 @@ impl Paywall {
                 ledger::post(
                     self.store(),
                     Posting {
-                        key: format!("refund:{hash}"),
+                        key: format!("refund:{hash}:{attempt}"),
                         kind: ledger::Kind::Refund,
                         memo: format!("payment failed: {e}"),
                         entries: vec![

@@ -40,8 +40,31 @@ fn is_no_reply(address: &str) -> bool {
         || base.starts_with("bounce-")
 }
 
+/// Where a payment request for `mail` goes, if anywhere: the envelope sender when SPF
+/// passed for it aligned with the From domain (RFC 3834 answers the Return-Path), else
+/// the From address when a DKIM signature aligned with it vouches for it. An address
+/// nothing authenticated never gets one, so the bridge cannot be made to mail a victim.
+pub fn recipient(mail: &InboundMail<'_>) -> Option<String> {
+    let from = mail.header_from?;
+    if mail.mail_from.is_empty() || !eligible(mail) {
+        return None;
+    }
+    let domain = |a: &str| a.rsplit_once('@').map_or("", |(_, d)| d).to_owned();
+    let from_domain = domain(from);
+    if mail.verdict.spf == mail_auth::SpfResult::Pass
+        && crate::smtp::verify::aligned(&domain(mail.mail_from), &from_domain)
+    {
+        return Some(mail.mail_from.to_ascii_lowercase());
+    }
+    mail.verdict
+        .dkim_domains
+        .iter()
+        .any(|d| crate::smtp::verify::aligned(d, &from_domain))
+        .then(|| from.to_ascii_lowercase())
+}
+
 /// Whether the sender of `mail` may be sent a payment request at all.
-pub fn eligible(mail: &InboundMail<'_>) -> bool {
+fn eligible(mail: &InboundMail<'_>) -> bool {
     let Some(from) = mail.header_from else {
         return false;
     };
@@ -94,9 +117,13 @@ pub fn render(r: &Request<'_>) -> Vec<u8> {
         &clean(r.from),
     ));
     field(&headers::address_field("To", "", &clean(r.to)));
+    // One recipient named, or a count: the Subject stays one short line.
+    let whom = match names.as_slice() {
+        [one] => one.clone(),
+        many => format!("{} recipients", many.len()),
+    };
     field(&format!(
-        "Subject: Payment required to deliver your message to {}",
-        names.join(", ")
+        "Subject: Payment required to deliver your message to {whom}"
     ));
     field(&format!("Date: {}", date(r.date)));
     field(&format!("Message-ID: <{}>", clean(r.message_id)));
@@ -139,12 +166,11 @@ pub fn render(r: &Request<'_>) -> Vec<u8> {
 /// Queues a payment request for held mail, unless the sender may not have one or had
 /// one within the window.
 pub async fn send(paywall: &Paywall, mail: &InboundMail<'_>, holds: &[Hold]) -> super::Result<()> {
-    if !eligible(mail) {
+    let Some(to) = recipient(mail) else {
         tracing::info!(sender = %mail.mail_from, "no payment request: the sender is not eligible");
         return Ok(());
-    }
+    };
     let now = store::now();
-    let to = mail.mail_from.to_ascii_lowercase();
     let domain = paywall.custody.domain().to_owned();
     let from = format!("postmaster@{domain}");
     let message_id = format!(

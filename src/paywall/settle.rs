@@ -135,7 +135,7 @@ pub async fn settle(
             let posting = income(key, &[(user_id, paid)], fee_percent, "paid email".into());
             let acquaint = paywall.settings.payer_becomes_acquaintance;
             let relay = paywall.relay.get().cloned();
-            let retention = relay.as_ref().map(|r| r.retention().as_secs() as i64);
+            let retention = paywall.settings.relay_retention.map(|r| r.as_secs() as i64);
             let for_relay = message.clone().zip(json.clone());
             let released = store
                 .write(Box::new(move |c| {
@@ -144,13 +144,22 @@ pub async fn settle(
                             return Ok(false);
                         }
                         ledger::post_in(c, &posting).await.map_err(ledger_error)?;
+                        // Paid after the user let it in, refused it, or its window
+                        // ended: the payment is the user's all the same (the credit
+                        // above stands); there is nothing left to deliver.
                         let Some(h) = held::by_id_in(c, held_id).await? else {
                             return Ok(false);
                         };
                         let Some(json) = json else {
+                            tracing::error!(held = held_id, "paid held mail has no stored body");
                             return Ok(false);
                         };
                         if !held::release_in(c, &h, &json).await? {
+                            tracing::warn!(
+                                held = held_id,
+                                state = h.state.as_str(),
+                                "payment for mail no longer held; credited"
+                            );
                             return Ok(false);
                         }
                         if acquaint {
@@ -174,6 +183,7 @@ pub async fn settle(
                                 local_recipients: Vec::new(),
                                 legacy_recipients: Vec::new(),
                                 file_in_inbox: false,
+                                redeem: None,
                             };
                             store::relay::insert_in(c, &incoming).await?;
                         }
@@ -207,30 +217,48 @@ pub async fn sweep(paywall: &Paywall) -> Result<usize> {
     let now = store::now();
     let mut settled = 0;
     for invoice in invoices::open(paywall.store(), SWEEP_BATCH).await? {
-        let hash = parse_hash(&invoice.payment_hash)?;
-        match paywall.backend.invoice_state(&hash).await {
+        let Ok(hash) = parse_hash(&invoice.payment_hash) else {
+            tracing::error!(
+                invoice = invoice.id,
+                "an invoice with a malformed hash; given up"
+            );
+            invoices::expire(paywall.store(), invoice.id).await?;
+            continue;
+        };
+        let result = match paywall.backend.invoice_state(&hash).await {
             Ok(InvoiceState::Settled {
                 preimage,
                 amount_msat,
             }) => {
-                settle(paywall, &invoice, preimage, amount_msat).await?;
                 settled += 1;
+                settle(paywall, &invoice, preimage, amount_msat).await
             }
-            Ok(InvoiceState::Canceled) => invoices::expire(paywall.store(), invoice.id).await?,
+            Ok(InvoiceState::Canceled) | Err(crate::lightning::LightningError::UnknownInvoice) => {
+                invoices::expire(paywall.store(), invoice.id)
+                    .await
+                    .map_err(Into::into)
+            }
             Ok(InvoiceState::Open | InvoiceState::Accepted)
                 if invoice.expires_at + EXPIRY_GRACE < now =>
             {
-                invoices::expire(paywall.store(), invoice.id).await?
+                invoices::expire(paywall.store(), invoice.id)
+                    .await
+                    .map_err(Into::into)
             }
-            Ok(_) => {}
-            Err(crate::lightning::LightningError::UnknownInvoice) => {
-                invoices::expire(paywall.store(), invoice.id).await?
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, backend = paywall.backend.name(), "cannot check an invoice");
+            Ok(_) => Ok(()),
+            Err(e @ crate::lightning::LightningError::Unreachable(_)) => {
+                tracing::warn!(error = %e, backend = paywall.backend.name(), "cannot check invoices");
                 // The backend is down: the rest would fail the same way.
                 break;
             }
+            Err(e) => {
+                tracing::warn!(error = %e, invoice = invoice.id, "cannot check an invoice");
+                Ok(())
+            }
+        };
+        // One bad row must not stall the others (nor the expiries below).
+        if let Err(e) = result {
+            tracing::error!(error = %e, invoice = invoice.id, "cannot settle an invoice");
         }
     }
     if store::outbox::fail_unpaid(paywall.store(), now).await? > 0 {

@@ -10,14 +10,26 @@ use futures_util::future::BoxFuture;
 
 pub enum GateVerdict {
     /// Store it; these local users (by id) get it in their inbox, and it leaves as
-    /// email for these derived keys of email senders.
+    /// email for these derived keys of email senders. With `payment`, its proof is
+    /// redeemed in the commit that stores it and shown for `amount` sats; without, any
+    /// proof it carries was not checked here and is dropped, so nobody is shown a
+    /// payment nobody vouched for.
     Accept {
         local_recipients: Vec<i64>,
         legacy_recipients: Vec<String>,
+        payment: Option<Box<Redeemed>>,
     },
     Refuse(Reason),
     /// The sender must pay this INVOICE first.
     Invoice(Box<RelayFrame>),
+}
+
+/// A payment proof that checks against an invoice this relay issued.
+#[derive(Debug, Clone)]
+pub struct Redeemed {
+    pub redemption: crate::store::invoices::Redemption,
+    /// The invoiced sats, which is what the message is shown to have paid.
+    pub amount: u64,
 }
 
 pub trait Gate: Send + Sync {
@@ -85,6 +97,7 @@ impl Gate for AcceptGate {
             GateVerdict::Accept {
                 local_recipients,
                 legacy_recipients,
+                payment: None,
             }
         })
     }

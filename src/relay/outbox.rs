@@ -64,6 +64,8 @@ pub enum Payment {
     Waiting(String),
     /// Not payable (a bad invoice): the message fails.
     Refused(String),
+    /// The payment failed this time (no route, the backend down): try again later.
+    Retry(String),
 }
 
 /// The seam where the paywall pays an INVOICE for a message a user sent.
@@ -193,6 +195,7 @@ impl Outbox {
                     Payment::Paid(paid) => Settled::Paid(paid.to_json()),
                     Payment::Waiting(why) => Settled::AwaitingPayment(why),
                     Payment::Refused(why) => Settled::Failed(why),
+                    Payment::Retry(why) => Settled::Retry(why),
                 },
                 _ => Settled::AwaitingPayment(why),
             };
@@ -233,7 +236,10 @@ impl Outbox {
 
     /// Claims what is due and attempts each once; returns how many were attempted.
     pub async fn work_once(&self) -> store::Result<usize> {
-        let lease = (self.timing.publish_timeout.as_secs() * 2 + 30) as i64;
+        // A claim must outlast an attempt, payment included (a Lightning payment may
+        // take a minute or two), or another node would take the row over mid-payment.
+        let paying = if self.payer.get().is_some() { 180 } else { 0 };
+        let lease = (self.timing.publish_timeout.as_secs() * 2 + 30 + paying) as i64;
         let rows = outbox::claim_due(&self.store, lease, 64).await?;
         let n = rows.len();
         let work = rows.iter().map(|row| async move {

@@ -182,11 +182,12 @@ impl Relay {
                 return refuse(ReasonCode::Error, "storage unavailable; try again".into());
             }
         }
-        let (local_recipients, legacy_recipients) = match self.gate.check(&message).await {
+        let (local_recipients, legacy_recipients, payment) = match self.gate.check(&message).await {
             GateVerdict::Accept {
                 local_recipients,
                 legacy_recipients,
-            } => (local_recipients, legacy_recipients),
+                payment,
+            } => (local_recipients, legacy_recipients, payment),
             GateVerdict::Refuse(reason) => {
                 return vec![RelayFrame::Ok {
                     id,
@@ -206,6 +207,17 @@ impl Relay {
                 return frames;
             }
         };
+        // The proof as this relay vouches for it: the invoiced amount, or none at all.
+        let (mut message, mut json) = (message, json);
+        let shown = payment.as_ref().map(|p| p.amount);
+        if message.payment.as_ref().map(|p| p.amount) != shown {
+            match (&mut message.payment, shown) {
+                (Some(p), Some(amount)) => p.amount = amount,
+                (p, _) => *p = None,
+            }
+            json = message.to_json();
+        }
+        let redeem = payment.map(|p| p.redemption);
         let received_at = now as i64;
         let retention_end = received_at.saturating_add(self.settings.retention.as_secs() as i64);
         let expires_at = message.expiry.map_or(retention_end, |e| {
@@ -224,11 +236,18 @@ impl Relay {
             local_recipients: local_recipients.clone(),
             legacy_recipients,
             file_in_inbox: true,
+            redeem,
         };
         match store::relay::insert(&self.store, incoming).await {
             Ok(Stored::New) => {}
             Ok(Stored::Duplicate) => {
                 return refuse(ReasonCode::Duplicate, "already have it".into());
+            }
+            Ok(Stored::ProofUsed) => {
+                return refuse(
+                    ReasonCode::PaymentRequired,
+                    "the payment proof was used before".into(),
+                );
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot store a message");
@@ -336,11 +355,6 @@ impl Relay {
 
     /// Hands a message committed by another part of the daemon (local mail delivery)
     /// to the live subscribers of its sender and recipients.
-    /// How long the relay keeps a message.
-    pub fn retention(&self) -> Duration {
-        self.settings.retention
-    }
-
     pub fn announce(&self, message: Message, json: String) {
         self.hub.deliver(Arc::new(Delivery { message, json }));
     }

@@ -209,11 +209,26 @@ pub(super) async fn take(server: &SmtpServer, route: &ReplyRoute, a: Answer<'_>)
                     recipients,
                     remote,
                     reported: Vec::new(),
-                    holds,
+                    holds: holds.clone(),
                 })
                 .await
             {
-                Ok(_) => answer.unwrap_or_else(|| Reply::new(250, "2.0.0", "ok: sent on")),
+                Ok(_) => match answer {
+                    Some(answer) => {
+                        let inbound = super::InboundMail {
+                            peer,
+                            helo,
+                            mail_from,
+                            recipients: &[],
+                            raw,
+                            header_from: Some(from),
+                            verdict,
+                        };
+                        server.admission.committed(&inbound, &holds, &answer).await;
+                        answer
+                    }
+                    None => Reply::new(250, "2.0.0", "ok: sent on"),
+                },
                 Err(crate::delivery::DeliveryError::Convert(e)) => {
                     Reply::new(554, "5.6.0", format!("message refused: {e}"))
                 }

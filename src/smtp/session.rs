@@ -1065,6 +1065,14 @@ impl Session {
             }
             _ => {}
         }
+        // Only the bridge says what was paid (docs/PROTOCOL.md §6.8): a sender's claim
+        // is dropped before the message is stored, and the stored size stays true.
+        let message =
+            if crate::outbound::headers::field_values(&message, "X-LNMP-Payment").is_empty() {
+                message
+            } else {
+                crate::outbound::headers::remove_fields(&message, &["X-LNMP-Payment"])
+            };
         if let Some(Route::Reply(route)) = tx.routes.first() {
             return self.answer(tx, route, &froms[0], &message, &verdict).await;
         }

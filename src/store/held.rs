@@ -195,8 +195,10 @@ pub async fn list(store: &Store, user_id: i64) -> Result<Vec<HeldMessage>> {
 }
 
 /// Moves a held message on from 'held'; false if something else got there first.
+/// Its invoices stay open: a BOLT11 handed out can still be paid until it expires, and
+/// such a late payment must still be seen and credited (settle.rs).
 async fn leave_held_in(c: &mut AnyConnection, id: i64, to: HeldState) -> Result<bool> {
-    let moved = sqlx::query(
+    Ok(sqlx::query(
         "UPDATE held_messages SET state = $1, settled_at = $2 WHERE id = $3 AND state = 'held'",
     )
     .bind(to.as_str())
@@ -205,15 +207,7 @@ async fn leave_held_in(c: &mut AnyConnection, id: i64, to: HeldState) -> Result<
     .execute(&mut *c)
     .await?
     .rows_affected()
-        == 1;
-    if moved {
-        // Its invoices can no longer deliver it.
-        sqlx::query("UPDATE invoices SET state = 'expired' WHERE held_id = $1 AND state = 'open'")
-            .bind(id)
-            .execute(&mut *c)
-            .await?;
-    }
-    Ok(moved)
+        == 1)
 }
 
 /// Where a message is filed among the user's mailboxes: (mailbox id, name, uid, flags,
@@ -238,15 +232,8 @@ async fn filings_in(
 /// payment proof), and it moves from Requests to INBOX flagged `$Paid`. False (and
 /// nothing changed) when it is no longer held.
 pub async fn release_in(c: &mut AnyConnection, h: &HeldMessage, json: &str) -> Result<bool> {
-    if !leave_held_in(c, h.id, HeldState::Paid).await? {
-        return Ok(false);
-    }
-    sqlx::query("UPDATE inbox SET body = $1 WHERE user_id = $2 AND message_id = $3")
-        .bind(json)
-        .bind(h.user_id)
-        .bind(&h.message_id)
-        .execute(&mut *c)
-        .await?;
+    // Mailboxes first, as IMAP's MOVE and EXPUNGE take them before the held row, so the
+    // two never wait on each other in a cycle.
     let filed = filings_in(c, h.user_id, &h.message_id).await?;
     let mut ids: Vec<i64> = filed.iter().map(|f| f.0).collect();
     let inbox: Option<i64> =
@@ -256,6 +243,17 @@ pub async fn release_in(c: &mut AnyConnection, h: &HeldMessage, json: &str) -> R
             .await?;
     ids.extend(inbox);
     mail::lock_mailboxes_in(c, &ids).await?;
+    if !leave_held_in(c, h.id, HeldState::Paid).await? {
+        return Ok(false);
+    }
+    sqlx::query("UPDATE inbox SET body = $1 WHERE user_id = $2 AND message_id = $3")
+        .bind(json)
+        .bind(h.user_id)
+        .bind(&h.message_id)
+        .execute(&mut *c)
+        .await?;
+    // What is filed now, under the locks (the user may have moved it meanwhile).
+    let filed = filings_in(c, h.user_id, &h.message_id).await?;
     for (mailbox_id, name, uid, flags, _size, internal_date) in filed {
         if name != "Requests" {
             continue;
@@ -276,13 +274,13 @@ pub async fn release_in(c: &mut AnyConnection, h: &HeldMessage, json: &str) -> R
 
 /// Ends a held message whose window passed unpaid: every copy and its body go.
 pub async fn expire_in(c: &mut AnyConnection, h: &HeldMessage) -> Result<bool> {
-    if !leave_held_in(c, h.id, HeldState::Expired).await? {
-        return Ok(false);
-    }
     let filed = filings_in(c, h.user_id, &h.message_id).await?;
     let ids: Vec<i64> = filed.iter().map(|f| f.0).collect();
     mail::lock_mailboxes_in(c, &ids).await?;
-    for (mailbox_id, _, uid, ..) in filed {
+    if !leave_held_in(c, h.id, HeldState::Expired).await? {
+        return Ok(false);
+    }
+    for (mailbox_id, _, uid, ..) in filings_in(c, h.user_id, &h.message_id).await? {
         mail::expunge_in(c, h.user_id, mailbox_id, &[uid], false).await?;
     }
     sqlx::query("DELETE FROM inbox WHERE user_id = $1 AND message_id = $2")

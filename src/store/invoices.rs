@@ -164,10 +164,11 @@ pub async fn by_hash(store: &Store, payment_hash: &str) -> Result<Option<Invoice
 }
 
 /// Invoices not paid yet (including ones just past their expiry, which a late
-/// settlement may still pay), oldest first.
+/// settlement may still pay), newest first: a payment is likeliest for what was just
+/// handed out, and a backlog of old ones must not hide it.
 pub async fn open(store: &Store, limit: i64) -> Result<Vec<InvoiceRow>> {
     let r: Vec<Raw> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM invoices WHERE state = 'open' ORDER BY id LIMIT $1"
+        "SELECT {COLUMNS} FROM invoices WHERE state = 'open' ORDER BY id DESC LIMIT $1"
     ))
     .bind(limit)
     .fetch_all(store.pool())
@@ -257,6 +258,31 @@ pub async fn redeem_in(
     .await?
     .rows_affected()
         == 1)
+}
+
+/// A relay invoice's proof to redeem in the commit that stores its message, with the
+/// credit it brings.
+#[derive(Debug, Clone)]
+pub struct Redemption {
+    pub payment_hash: String,
+    pub message_id: String,
+    pub preimage: String,
+    pub posting: super::ledger::Posting,
+}
+
+/// Redeems inside the message's commit: false (and nothing credited) when the proof
+/// was redeemed meanwhile.
+pub async fn redeem_with_credit_in(c: &mut AnyConnection, r: &Redemption) -> Result<bool> {
+    if !redeem_in(c, &r.payment_hash, &r.message_id, &r.preimage).await? {
+        return Ok(false);
+    }
+    super::ledger::post_in(c, &r.posting)
+        .await
+        .map_err(|e| match e {
+            super::ledger::LedgerError::Store(e) => e,
+            other => super::StoreError::Conflict(other.to_string()),
+        })?;
+    Ok(true)
 }
 
 /// Deletes settled and expired invoices older than `before`, except relay invoices

@@ -103,30 +103,38 @@ pub async fn post_in(c: &mut AnyConnection, p: &Posting) -> std::result::Result<
     let Some(id) = id else {
         return Ok(false);
     };
-    for (account, amount) in &p.entries {
-        let name = account.to_string();
+    // Balance rows are locked in one order (by name) in every transaction, so two
+    // postings never wait on each other in a cycle.
+    let mut entries: Vec<(String, i64, bool)> = p
+        .entries
+        .iter()
+        .map(|(a, amount)| (a.to_string(), *amount, matches!(a, Account::User(_))))
+        .collect();
+    entries.sort();
+    for (name, amount, is_user) in &entries {
+        let amount = *amount;
         sqlx::query(
             "INSERT INTO ledger_entries (transaction_id, account, amount_msat) VALUES ($1, $2, $3)",
         )
         .bind(id)
-        .bind(&name)
-        .bind(*amount)
+        .bind(name)
+        .bind(amount)
         .execute(&mut *c)
         .await?;
-        if *amount < 0 && matches!(account, Account::User(_)) {
+        if amount < 0 && *is_user {
             // Checked and moved in one statement, so two debits cannot both pass; a
             // user without a balance row has nothing to spend.
             let moved = sqlx::query(
                 "UPDATE balances SET msat = msat + $1 WHERE account = $2 AND msat + $1 >= 0",
             )
-            .bind(*amount)
-            .bind(&name)
+            .bind(amount)
+            .bind(name)
             .execute(&mut *c)
             .await?;
             if moved.rows_affected() == 0 {
                 return Err(LedgerError::Insufficient {
                     needed: -amount,
-                    available: balance_in(c, &name).await?,
+                    available: balance_in(c, name).await?,
                 });
             }
         } else {
@@ -134,8 +142,8 @@ pub async fn post_in(c: &mut AnyConnection, p: &Posting) -> std::result::Result<
                 "INSERT INTO balances (account, msat) VALUES ($1, $2) \
                  ON CONFLICT (account) DO UPDATE SET msat = balances.msat + excluded.msat",
             )
-            .bind(&name)
-            .bind(*amount)
+            .bind(name)
+            .bind(amount)
             .execute(&mut *c)
             .await?;
         }
@@ -187,6 +195,16 @@ pub async fn balance(store: &Store, account: Account) -> Result<i64> {
             .fetch_optional(store.pool())
             .await?
             .unwrap_or(0),
+    )
+}
+
+/// How many transactions have keys starting with `prefix` (which holds no `%` or `_`).
+pub async fn count_keys(store: &Store, prefix: &str) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT COUNT(*) FROM ledger_transactions WHERE key LIKE $1")
+            .bind(format!("{prefix}%"))
+            .fetch_one(store.pool())
+            .await?,
     )
 }
 

@@ -334,8 +334,8 @@ pub async fn requeue_paid(
                     "UPDATE relay_outbox SET body = $1, state = 'pending', next_attempt_at = $2, \
                      locked_until = 0, confirm_token = NULL WHERE id = $3 AND state = 'payment'"
                 } else {
-                    "UPDATE relay_outbox SET body = $1, next_attempt_at = $2, locked_until = 0 \
-                     WHERE id = $3"
+                    "UPDATE relay_outbox SET body = $1, state = 'pending', next_attempt_at = $2, \
+                     locked_until = 0, confirm_token = NULL WHERE id = $3 AND state IN ('pending', 'payment')"
                 };
                 Ok(sqlx::query(sql)
                     .bind(body)

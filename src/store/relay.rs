@@ -11,6 +11,8 @@ use sqlx::{AnyConnection, Row};
 pub enum Stored {
     New,
     Duplicate,
+    /// Its payment proof was redeemed for it already (a race of two publishes).
+    ProofUsed,
 }
 
 /// A message to commit, with the local users (by id) whose inbox it also goes to.
@@ -25,6 +27,8 @@ pub struct Incoming {
     /// Whether the local copies are filed in the users' INBOX here (false when the
     /// caller files them itself, in mailboxes of its choosing).
     pub file_in_inbox: bool,
+    /// The payment proof that lets it in, redeemed in the same commit.
+    pub redeem: Option<super::invoices::Redemption>,
 }
 
 /// Commits a message, its recipients and its local inbox copies in one transaction.
@@ -45,6 +49,11 @@ pub(crate) async fn insert_in(c: &mut AnyConnection, i: &Incoming) -> Result<Sto
         .await?;
     if exists.is_some() {
         return Ok(Stored::Duplicate);
+    }
+    if let Some(r) = &i.redeem
+        && !super::invoices::redeem_with_credit_in(c, r).await?
+    {
+        return Ok(Stored::ProofUsed);
     }
     let created = i64::try_from(m.timestamp).unwrap_or(i64::MAX);
     let seq: i64 = sqlx::query_scalar(
@@ -206,6 +215,7 @@ mod tests {
             local_recipients: vec![],
             legacy_recipients: vec![],
             file_in_inbox: true,
+            redeem: None,
         }
     }
 

@@ -33,6 +33,16 @@ wait_for() {
   cat "$1" "${1%.out}.err" >&2 2>/dev/null || true
   exit 1
 }
+# appears FILE PATTERN PID [SECONDS]: like wait_for (default 60 s), but returns 1 instead
+# of ending the script.
+appears() {
+  for _ in $(seq 1 $((${4:-60} * 10))); do
+    grep -Eq "$2" "$1" 2>/dev/null && return 0
+    kill -0 "$3" 2>/dev/null || break
+    sleep 0.1
+  done
+  grep -Eq "$2" "$1" 2>/dev/null
+}
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
