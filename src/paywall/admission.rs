@@ -107,6 +107,29 @@ fn answered_ids(raw: &[u8]) -> Vec<String> {
     ids
 }
 
+/// The Message-IDs a delivery report's body quotes (its returned header section),
+/// without brackets; at most a few, from the first 64 KiB.
+fn reported_ids(raw: &[u8]) -> Vec<String> {
+    let body = &raw[headers::body_start(raw)..];
+    let body = &body[..body.len().min(64 * 1024)];
+    let text = String::from_utf8_lossy(body);
+    text.lines()
+        .filter_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            if !name.trim().eq_ignore_ascii_case("Message-ID") {
+                return None;
+            }
+            let v = value.trim();
+            let v = v
+                .strip_prefix('<')
+                .and_then(|v| v.split_once('>'))
+                .map(|(id, _)| id)?;
+            (!v.is_empty()).then(|| v.to_owned())
+        })
+        .take(8)
+        .collect()
+}
+
 /// The List-Id's identifier (the part in angle brackets, or the whole value).
 fn list_id(raw: &[u8]) -> Option<String> {
     let v = headers::field_values(raw, "List-Id").into_iter().next()?;
@@ -145,7 +168,12 @@ impl Paywall {
                 return Ok(Decision::Free);
             }
         }
-        let answered = answered_ids(mail.raw);
+        let mut answered = answered_ids(mail.raw);
+        if headers::is_report(mail.raw) {
+            // A bounce of the user's own mail names it in its returned header section,
+            // rarely in In-Reply-To.
+            answered.extend(reported_ids(mail.raw));
+        }
         if store::correspondents::sent_any(store, user.id, &answered).await? {
             return Ok(Decision::Free);
         }
@@ -353,6 +381,13 @@ mod tests {
             Some("plain.id")
         );
         assert_eq!(list_id(b"Subject: x\r\n\r\n"), None);
+    }
+
+    #[test]
+    fn a_bounce_names_the_message_it_returns() {
+        let raw = b"Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n--b\r\nContent-Type: text/rfc822-headers\r\n\r\nFrom: alice@bridge.test\r\nMessage-ID: <abc@bridge.test>\r\n--b--\r\n";
+        assert_eq!(reported_ids(raw), ["abc@bridge.test"]);
+        assert!(reported_ids(b"Subject: x\r\n\r\nno ids here\r\n").is_empty());
     }
 
     #[test]

@@ -10,13 +10,26 @@ payment requests the aiosmtpd sink (outbound_sink.py) received.
       only that field. Every --expect must hold (compared as text). Exit 0 only if all held.
 
   payments_client.py imap-check --port N --user U --password P --folder F
-                                --message-id ID [--count N] [--wait SEC] [--settle SEC]
-                                [--flag F]... [--no-flag F]... [--header NAME=VALUE]...
-                                [--has-header NAME]...
+                                (--message-id ID | --subject S) [--count N] [--wait SEC]
+                                [--settle SEC] [--flag F]... [--no-flag F]...
+                                [--header NAME=VALUE]... [--has-header NAME]...
       Plaintext IMAP on loopback (imaplib), the folder EXAMINEd read-only. Waits until
-      the folder holds --count messages (default 1) with that Message-ID, then --settle
+      the folder holds --count messages (default 1) with that Message-ID (or that exact
+      Subject: native LNMP mail is shown with a Message-ID of its own), then --settle
       seconds more to see that no further copy comes (with --count 0: that none is there
       after --settle). Prints one "pass:" or "FAIL:" line per assertion, on every match.
+
+  payments_client.py imap-find --port N --user U --password P --folder F --subject S
+                               --pattern REGEX [--wait SEC]
+      Waits until the folder holds a message with that exact Subject and prints the first
+      match of REGEX in its whole text (header and body, as stored); exit 1 if there is
+      no such message or no match. What it saw goes to stderr.
+
+  payments_client.py http --method M --url URL [--want-status CODE]
+                          [--contains TEXT]... [--absent TEXT]...
+      One request (HTTPS, the certificate not verified; POST without a body); prints the
+      status and the text of the answer without its tags. --want-status is a code (200)
+      or a class (4xx). Exit 0 only if every expectation held.
 
   payments_client.py imap-move --port N --user U --password P --folder F --to F2
                                --message-id ID
@@ -37,6 +50,8 @@ payment requests the aiosmtpd sink (outbound_sink.py) received.
       Claims the super user of a fresh LNbits (first install), creates wallet A (the
       bridge's) and wallet B (the payer's), funds B with 100000 sats, and writes shell
       assignments (lnbits_a_id, lnbits_a_inkey, lnbits_a_adminkey, lnbits_b_...) to FILE.
+  payments_client.py lnbits-wallet --url URL --name NAME --prefix P --out FILE
+      One more empty wallet; appends P_id, P_inkey and P_adminkey assignments to FILE.
   payments_client.py lnbits-pay --url URL --key ADMINKEY --bolt11 B
   payments_client.py lnbits-invoice --url URL --key INKEY --bolt11 B [--amount-msat N]
                                    [--wallet ID]
@@ -203,6 +218,21 @@ def with_id(msgs, mid):
     return [x for x in msgs if norm_id(str(x[2].get("Message-ID", ""))) == norm_id(mid)]
 
 
+def with_subject(msgs, subject):
+    return [x for x in msgs if str(x[2].get("Subject", "")).strip() == subject]
+
+
+def selected(a, msgs):
+    """The messages the arguments name: by --message-id, else by --subject."""
+    if a.message_id:
+        return with_id(msgs, a.message_id)
+    return with_subject(msgs, a.subject)
+
+
+def named(a):
+    return ("Message-ID %s" % a.message_id) if a.message_id else ("Subject %r" % a.subject)
+
+
 def describe(msgs):
     return "; ".join("uid %s flags %s" % (u, " ".join(f) or "-") for u, f, _ in msgs) or "none"
 
@@ -213,15 +243,15 @@ def cmd_imap_check(a):
     try:
         deadline = time.time() + a.wait
         while True:
-            found = with_id(imap_messages(m, a.folder), a.message_id)
+            found = selected(a, imap_messages(m, a.folder))
             if a.count == 0 or len(found) >= a.count or time.time() >= deadline:
                 break
             time.sleep(0.25)
         if a.settle:
             time.sleep(a.settle)
-            found = with_id(imap_messages(m, a.folder), a.message_id)
-        check(len(found) == a.count, "%s of %s holds %d message(s) with Message-ID %s (found %d: %s)"
-              % (a.folder, a.user, a.count, a.message_id, len(found), describe(found)))
+            found = selected(a, imap_messages(m, a.folder))
+        check(len(found) == a.count, "%s of %s holds %d message(s) with %s (found %d: %s)"
+              % (a.folder, a.user, a.count, named(a), len(found), describe(found)))
         for uid, flags, hdr in found:
             for f in a.flag or []:
                 check(f in flags, "uid %s has flag %s (flags: %s)" % (uid, f, " ".join(flags)))
@@ -240,6 +270,65 @@ def cmd_imap_check(a):
         except Exception:  # noqa: BLE001 - the checks are what count
             pass
     return 1 if check.failed else 0
+
+
+def cmd_imap_find(a):
+    m = imap_login(a)
+    try:
+        deadline = time.time() + a.wait
+        while True:
+            found = with_subject(imap_messages(m, a.folder), a.subject)
+            if found or time.time() >= deadline:
+                break
+            time.sleep(0.25)
+        print("# %s of %s: %d message(s) with Subject %r (%s)"
+              % (a.folder, a.user, len(found), a.subject, describe(found)), file=sys.stderr)
+        if not found:
+            return 1
+        _, data = m.uid("FETCH", str(found[0][0]), "(BODY.PEEK[])")
+        raw = b"".join(x[1] for x in data or [] if isinstance(x, tuple))
+        text = raw.decode("utf-8", "replace")
+        for line in text.splitlines()[:40]:
+            print("#   " + line, file=sys.stderr)
+        hit = re.search(a.pattern, text)
+        if not hit:
+            print("# no match of /%s/ in uid %s" % (a.pattern, found[0][0]), file=sys.stderr)
+            return 1
+        print(hit.group(0))
+        return 0
+    finally:
+        try:
+            m.logout()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def cmd_http(a):
+    status, body = http(a.method, a.url)
+    text = body if isinstance(body, str) else json.dumps(body)
+    # What a reader sees: the text without scripts, styles and tags.
+    words = re.sub(r"(?s)<(script|style)\b.*?</\1>", " ", text)
+    words = re.sub(r"\s+", " ", re.sub(r"<[^>]*>", " ", words)).strip()
+    print("%s %s -> %s: %s" % (a.method, a.url, status, words[:600]))
+    good = True
+    if a.want_status:
+        want = a.want_status.lower()
+        if want.endswith("xx"):
+            fits = str(status).startswith(want[0])
+        else:
+            fits = str(status) == want
+        if not fits:
+            print("FAIL: status %s, not %s" % (status, a.want_status))
+            good = False
+    for t in a.contains or []:
+        if t not in words and t not in text:
+            print("FAIL: the answer lacks %r" % t)
+            good = False
+    for t in a.absent or []:
+        if t in words or t in text:
+            print("FAIL: the answer has %r" % t)
+            good = False
+    return 0 if good else 1
 
 
 def cmd_imap_move(a):
@@ -404,6 +493,16 @@ def cmd_lnbits_setup(a):
     return 0
 
 
+def cmd_lnbits_wallet(a):
+    s, body = http("POST", a.url.rstrip("/") + "/api/v1/account", {"name": a.name})
+    w = lnbits_ok("create wallet %s" % a.name, s, body)
+    with open(a.out, "a", encoding="utf-8") as f:
+        for k in ("id", "inkey", "adminkey"):
+            f.write("%s_%s=%s\n" % (a.prefix, k, shlex.quote(w[k])))
+    print("wallet %s: %s" % (a.name, w["id"]))
+    return 0
+
+
 def cmd_lnbits_pay(a):
     s, body = http("POST", a.url.rstrip("/") + "/api/v1/payments",
                    {"out": True, "bolt11": a.bolt11}, headers={"X-Api-Key": a.key}, timeout=60)
@@ -498,10 +597,12 @@ def main():
         x.add_argument("--user", required=True)
         x.add_argument("--password", required=True)
         x.add_argument("--folder", required=True)
-        x.add_argument("--message-id", required=True)
 
     c = sub.add_parser("imap-check")
     imap_args(c)
+    which = c.add_mutually_exclusive_group(required=True)
+    which.add_argument("--message-id")
+    which.add_argument("--subject")
     c.add_argument("--count", type=int, default=1)
     c.add_argument("--wait", type=float, default=10)
     c.add_argument("--settle", type=float, default=0)
@@ -510,8 +611,22 @@ def main():
     c.add_argument("--header", action="append")
     c.add_argument("--has-header", action="append")
 
+    fd = sub.add_parser("imap-find")
+    imap_args(fd)
+    fd.add_argument("--subject", required=True)
+    fd.add_argument("--pattern", required=True)
+    fd.add_argument("--wait", type=float, default=10)
+
+    h = sub.add_parser("http")
+    h.add_argument("--method", default="GET")
+    h.add_argument("--url", required=True)
+    h.add_argument("--want-status")
+    h.add_argument("--contains", action="append")
+    h.add_argument("--absent", action="append")
+
     mv = sub.add_parser("imap-move")
     imap_args(mv)
+    mv.add_argument("--message-id", required=True)
     mv.add_argument("--to", required=True)
 
     b = sub.add_parser("browser")
@@ -532,6 +647,11 @@ def main():
     ls.add_argument("--url", required=True)
     ls.add_argument("--out", required=True)
     ls.add_argument("--fund", type=int, default=100000)
+    lw = sub.add_parser("lnbits-wallet")
+    lw.add_argument("--url", required=True)
+    lw.add_argument("--name", required=True)
+    lw.add_argument("--prefix", required=True)
+    lw.add_argument("--out", required=True)
     lp = sub.add_parser("lnbits-pay")
     lp.add_argument("--url", required=True)
     lp.add_argument("--key", required=True)
@@ -560,7 +680,8 @@ def main():
 
     a = p.parse_args()
     fn = {
-        "status": cmd_status, "imap-check": cmd_imap_check, "imap-move": cmd_imap_move,
+        "status": cmd_status, "imap-check": cmd_imap_check, "imap-find": cmd_imap_find,
+        "http": cmd_http, "imap-move": cmd_imap_move, "lnbits-wallet": cmd_lnbits_wallet,
         "browser": cmd_browser, "lnbits-setup": cmd_lnbits_setup, "lnbits-pay": cmd_lnbits_pay,
         "lnbits-invoice": cmd_lnbits_invoice,
         "lnbits-balance": cmd_lnbits_balance, "request-check": cmd_request_check,

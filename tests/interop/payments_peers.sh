@@ -26,6 +26,18 @@
 # 5. LNbits (FakeWallet): the daemon on backend "lnbits" with wallet A's keys; a
 #    stranger's 450, the BOLT11 paid from wallet B over LNbits' API, the message
 #    delivered with $Paid, wallet A's balance up by the amount.
+# 6. Auto-pay across two bridges, both on LNbits (a wallet of their own each): bridge B
+#    (other.test, carol; its plain ws:// relay charges strangers 100 sats) beside this
+#    one (bridge A, alice), which finds carol's lookup document at B's HTTPS port
+#    (relay_client.lookup_base, B's certificate as relay_client.ca_file). alice's
+#    balance is topped up by 1000 sats with `wallet deposit` paid over LNbits; her mail
+#    to carol's LNMP address (submission, AUTH) is invoiced by B's relay, paid by A's
+#    outbox from her balance (within the default auto-pay cap) and reaches carol's INBOX
+#    on B with $Paid and X-LNMP-Payment: 100 sat; the balances (alice's, carol's and both
+#    LNbits wallets) move by 100 sats. With alice's cap at 50 the next message waits:
+#    she gets "Confirm paying 100 sats ..." in her INBOX with a /confirm/<token> link;
+#    its page shows 100 sats, a POST pays and the message reaches carol, and a second
+#    POST pays nothing.
 #
 # Everything runs inside a loopback-only network namespace (the script re-executes
 # itself under `unshare -n`, or `unshare -rn` when not root): LNbits and Chromium try to
@@ -111,10 +123,12 @@ fi
 mkdir -p "$shots"
 dns_pid=""
 daemon_pid=""
+b_pid=""
 sink_pid=""
 lnbits_pgid=""
 cleanup() {
   stop "$daemon_pid"
+  stop "$b_pid"
   if [ -n "$lnbits_pgid" ]; then
     kill -TERM -- "-$lnbits_pgid" 2>/dev/null || true
     for _ in $(seq 1 50); do kill -0 -- "-$lnbits_pgid" 2>/dev/null || break; sleep 0.1; done
@@ -138,7 +152,7 @@ else
   echo "# screenshots in $shots"
 fi
 
-# --- LNbits, started first (it takes a few seconds), for check 5 ------------------------
+# --- LNbits, started first (it takes a few seconds), for checks 5 and 6 ----------------
 
 lnbits_port=$(free_port)
 lnbits_url="http://127.0.0.1:$lnbits_port"
@@ -234,7 +248,8 @@ start_daemon() {
   port_of() { sed -n "s/^  $1 on 127\.0\.0\.1:\([0-9]*\)\$/\1/p" "$daemon_out"; }
   mx=$(port_of 'SMTP MX (STARTTLS)')
   imap=$(port_of 'IMAP (STARTTLS)')
-  for p in "$mx" "$imap" "$http_port"; do
+  submission=$(port_of 'SMTP submission (STARTTLS, AUTH)')
+  for p in "$mx" "$imap" "$submission" "$http_port"; do
     if [ -z "$p" ] || ! accepts "$p"; then
       echo "a listener is missing or closed:" >&2
       cat "$daemon_out" "$daemon_err" >&2
@@ -495,10 +510,217 @@ elif [ "$lnbits_up" = 1 ]; then
     test "$((a_after - a_before))" = 100000
 fi
 
+# --- 6. auto-pay across two bridges ----------------------------------------------------
+
+# Bridge B (other.test, carol) runs beside this one (bridge A) on its own data folder,
+# HTTPS port and plain ws:// relay; its settings override A's exported ones.
+b_out="$work/daemon-b.out"
+b_err="$work/daemon-b.err"
+b_imap=""
+carol_pw=carol-password-1
+confirm_subject="Confirm paying 100 sats to send your message"
+# b_lnmp ARGS...: lnmp-bridge on bridge B; output in $work/lnmp-b.log ($log).
+b_lnmp() { run_logged lnmp-b "${b_env[@]}" "$lnmp_bin" "$@"; [ "$rc" = 0 ]; }
+# sats_of LOG: N of the last "<email>: N sats" line (`wallet balance`), empty if none.
+sats_of() { sed -n 's/^[^ ]*: \(-\{0,1\}[0-9.]*\) sats$/\1/p' "$1" | tail -1; }
+in_range() { # VALUE LOW HIGH (VALUE may have decimals)
+  [ -n "$1" ] && awk -v v="$1" -v lo="$2" -v hi="$3" 'BEGIN { exit !(v + 0 >= lo && v + 0 <= hi) }'
+}
+# check_balance WHAT USER LOW HIGH [b]: within 10 s `wallet balance USER` on A (or B)
+# shows between LOW and HIGH sats; WHAT is printed with what it showed last.
+check_balance() {
+  local what=$1 user=$2 lo=$3 hi=$4 side=${5:-} i logf="$work/lnmp.log" err="$daemon_err"
+  [ "$side" = b ] && logf="$work/lnmp-b.log" err="$b_err"
+  got=""
+  for i in $(seq 1 20); do
+    if [ "$side" = b ]; then b_lnmp wallet balance "$user" || true; else lnmp wallet balance "$user" || true; fi
+    got=$(sats_of "$logf")
+    in_range "$got" "$lo" "$hi" && break
+    [ "$i" = 20 ] || sleep 0.5
+  done
+  if in_range "$got" "$lo" "$hi"; then ok "$what (shows ${got} sats)"; else not_ok "$what (shows ${got:-nothing} sats)" "$logf" "$err"; fi
+}
+# answered: the status and the first words of the last payments_client.py http answer.
+answered() { sed -n 's/^[A-Z]* [^ ]* -> \([0-9]*\): \(.\{0,70\}\).*$/\1 "\2..."/p' "$log" | head -1; }
+lnbits_msat() { client lnbits-balance --url "$lnbits_url" --key "$1" 2>/dev/null || echo "?"; }
+# check_lnbits WHAT INKEY MSAT: the LNbits wallet's balance is MSAT (within 10 s).
+check_lnbits() {
+  local i
+  for i in $(seq 1 20); do
+    got=$(lnbits_msat "$2")
+    [ "$got" = "$3" ] && break
+    [ "$i" = 20 ] || sleep 0.5
+  done
+  if [ "$got" = "$3" ]; then ok "$1 (now $got msat)"; else not_ok "$1 (now $got msat)" "$daemon_err" "$b_err"; fi
+}
+# b_imap_check WHAT ARGS...: payments_client.py imap-check for carol on bridge B.
+b_imap_check() {
+  local what=$1
+  shift
+  run_logged imap-b "$py" "$client_py" imap-check --port "${b_imap:-0}" --user carol \
+    --password "$carol_pw" --folder INBOX "$@"
+  if [ "$rc" = 0 ]; then ok "$what"; else not_ok "$what" "$log" "$daemon_err" "$b_err"; fi
+}
+# to_carol NAME SUBJECT: alice submits a message to carol's LNMP address (swaks, AUTH).
+to_carol() {
+  local file="$work/$1.eml"
+  {
+    printf 'From: Alice <alice@bridge.test>\r\nTo: <%s>\r\nSubject: %s\r\n' "$carol_addr" "$2"
+    printf 'Message-ID: %s\r\nDate: %s\r\nMIME-Version: 1.0\r\n' "$(mid "$1" bridge.test)" "$(date -R)"
+    printf 'Content-Type: text/plain; charset=us-ascii\r\n\r\nhello carol, this is alice (%s)\r\n' "$1"
+  } >"$file"
+  swaks_run --port "$submission" --tls --auth PLAIN --auth-user alice --auth-password "$alice_pw" \
+    --from alice@bridge.test --to "$carol_addr" --data "@$file"
+  check "autopay: alice submits \"$2\" to $carol_addr (STARTTLS, AUTH PLAIN): 250" "$log" "$daemon_err" -- \
+    eval 'status_is 0 && replied "250 "'
+}
+
+b_up=0
+if [ "$lnbits_up" != 1 ]; then
+  not_ok "autopay: needs LNbits and its funded payer wallet (check 5): skipped"
+else
+  : >"$work/lnbits-bridges.sh"
+  run_logged lnbits "$py" "$client_py" lnbits-wallet --url "$lnbits_url" --name bridge-A \
+    --prefix lnbits_ba --out "$work/lnbits-bridges.sh"
+  # shellcheck disable=SC2034 # read by the eval below
+  wallets_rc=$rc
+  run_logged lnbits "$py" "$client_py" lnbits-wallet --url "$lnbits_url" --name bridge-B \
+    --prefix lnbits_bb --out "$work/lnbits-bridges.sh"
+  lnbits_ba_id="" lnbits_ba_inkey="" lnbits_ba_adminkey="" lnbits_bb_inkey="" lnbits_bb_adminkey=""
+  # shellcheck disable=SC1091
+  source "$work/lnbits-bridges.sh"
+  check "autopay: two more LNbits wallets, bridge-A (this bridge's from now on) and bridge-B" "$log" -- \
+    eval '[ "$wallets_rc" = 0 ] && [ "$rc" = 0 ] && [ -n "$lnbits_ba_adminkey" ] && [ -n "$lnbits_bb_adminkey" ]'
+
+  # Bridge B: quickstart, carol's password, serve.
+  b_http_port=$(free_port)
+  b_relay_port=$(free_port)
+  b_env=(env -u LNMP__RELAY_CLIENT__LOOKUP_BASE -u LNMP__RELAY_CLIENT__CA_FILE
+    LNMP__SERVER__DATA_DIR="$work/data-b" LNMP__SERVER__DOMAIN=other.test
+    LNMP__SERVER__HOSTNAME=mx.other.test LNMP__HTTP__LISTEN="127.0.0.1:$b_http_port"
+    LNMP__RELAY__LISTEN="127.0.0.1:$b_relay_port" LNMP__RELAY__TLS=false
+    LNMP__RELAY__PUBLIC_URL="ws://127.0.0.1:$b_relay_port" LNMP__PRICING__STRANGER=100
+    LNMP__PAYWALL__MODE=retry LNMP__LIGHTNING__BACKEND=lnbits LNMP__LIGHTNING__LNBITS_URL="$lnbits_url"
+    LNMP__LIGHTNING__LNBITS_INVOICE_KEY="$lnbits_bb_inkey"
+    LNMP__LIGHTNING__LNBITS_ADMIN_KEY="$lnbits_bb_adminkey")
+  run_logged quickstart-b "${b_env[@]}" "$lnmp_bin" quickstart --dir "$work/quickstart-b" \
+    --domain other.test --admin carol --hostname mx.other.test
+  qs_rc=$rc
+  printf '%s\n' "$carol_pw" | timeout 60 "${b_env[@]}" "$lnmp_bin" user passwd carol --password-stdin \
+    >>"$log" 2>&1 || qs_rc=1
+  check "autopay: bridge B set up: quickstart --domain other.test --admin carol, carol's password set" "$log" -- \
+    test "$qs_rc" = 0
+  timeout "$long" "${b_env[@]}" "$lnmp_bin" serve >"$b_out" 2>"$b_err" &
+  b_pid=$!
+  if appears "$b_out" '^Mail clients:' "$b_pid" 60; then
+    b_imap=$(sed -n 's/^  IMAP (STARTTLS) on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$b_out")
+    echo "# bridge B: HTTPS $b_http_port, relay ws://127.0.0.1:$b_relay_port, IMAP ${b_imap:-?}"
+    check "autopay: bridge B serves other.test on LNbits wallet bridge-B (HTTPS, ws:// relay and IMAP answer)" "$b_out" "$b_err" -- \
+      eval '[ -n "$b_imap" ] && accepts "$b_imap" && accepts "$b_http_port" && accepts "$b_relay_port"'
+    b_up=1
+  else
+    not_ok "autopay: bridge B serves other.test" "$b_out" "$b_err"
+  fi
+fi
+
+carol_addr=""
+if [ "$b_up" = 1 ]; then
+  b_lnmp user list || true
+  carol_addr=$(awk '$1 == "carol" { print $3 }' "$log")
+  check "autopay: lnmp-bridge user list on B gives carol's LNMP address (${carol_addr:-none})" "$log" -- \
+    eval '[[ "$carol_addr" =~ ^carol#[^@[:space:]]+@other\.test$ ]]'
+  run_logged lookup-b "$py" "$client_py" http --url "https://127.0.0.1:$b_http_port/.well-known/lnmp.json?name=carol" \
+    --want-status 200 --contains "ws://127.0.0.1:$b_relay_port"
+  check "autopay: B's lookup document for carol names its relay ws://127.0.0.1:$b_relay_port" "$log" "$b_err" -- \
+    status_is 0
+
+  # Bridge A on its own LNbits wallet, looking addresses up at B, trusting B's certificate.
+  export LNMP__LIGHTNING__LNBITS_INVOICE_KEY="$lnbits_ba_inkey"
+  export LNMP__LIGHTNING__LNBITS_ADMIN_KEY="$lnbits_ba_adminkey"
+  export LNMP__RELAY_CLIENT__LOOKUP_BASE="https://localhost:$b_http_port"
+  export LNMP__RELAY_CLIENT__CA_FILE="$work/data-b/tls/cert.pem"
+  restart_daemon "LNbits wallet bridge-A, addresses looked up at bridge B"
+
+  # alice's balance topped up over LNbits. Checks 1-5 paid her already: what follows is
+  # counted from what she has now.
+  lnmp wallet balance alice || true
+  start=$(sats_of "$log")
+  echo "# autopay: alice's balance before the deposit: ${start:-unreadable} sats"
+  [[ "$start" =~ ^[0-9]+$ ]] || start=0
+  rc=0
+  dep_bolt11=$(timeout 60 "$lnmp_bin" wallet deposit alice 1000 2>"$work/deposit.err" | head -1) || rc=$?
+  { echo "\$ lnmp-bridge wallet deposit alice 1000 -> exit $rc: $dep_bolt11"; cat "$work/deposit.err"; } >"$work/deposit.log"
+  run_logged lnbits "$py" "$client_py" lnbits-invoice --url "$lnbits_url" --key "$lnbits_ba_inkey" \
+    --bolt11 "${dep_bolt11:-none}" --amount-msat 1000000 --wallet "$lnbits_ba_id"
+  check "autopay: wallet deposit alice 1000 prints a BOLT11, wallet bridge-A's pending invoice of 1000 sats" \
+    "$work/deposit.log" "$log" -- status_is 0
+  run_logged lnbits "$py" "$client_py" lnbits-pay --url "$lnbits_url" --key "$lnbits_b_adminkey" \
+    --bolt11 "${dep_bolt11:-none}"
+  check "autopay: the payer's LNbits wallet pays it" "$log" "$work/lnbits-server.log" -- status_is 0
+  check_balance "autopay: within 10 s wallet balance alice is 1000 sats up, $((start + 1000)) sats" \
+    alice $((start + 1000)) $((start + 1000))
+  check_lnbits "autopay: LNbits wallet bridge-A holds 1000 sats" "$lnbits_ba_inkey" 1000000
+
+  # Within the default cap (1000 sats): paid without asking.
+  to_carol autopay1 "autopay one $$"
+  b_imap_check "autopay: within 20 s carol's INBOX on B has it, flagged \$Paid, with X-LNMP-Payment: 100 sat" \
+    --subject "autopay one $$" --count 1 --wait 20 --flag '$Paid' --header 'X-LNMP-Payment=100 sat'
+  # One LNbits pays another without a fee; max_fee_sats (10) is allowed if not.
+  check_balance "autopay: alice's balance is 100 sats less, $((start + 900)) sats" \
+    alice $((start + 890)) $((start + 900))
+  check_balance "autopay: B's wallet balance carol is 100 sats" carol 100 100 b
+  check_lnbits "autopay: LNbits wallet bridge-B grew by 100000 msat" "$lnbits_bb_inkey" 100000
+  check_lnbits "autopay: LNbits wallet bridge-A paid 100 sats (no fee)" "$lnbits_ba_inkey" 900000
+  run_logged imap "$py" "$client_py" imap-check --port "$imap" --user alice --password "$alice_pw" \
+    --folder INBOX --subject "$confirm_subject" --count 0
+  check "autopay: alice was not asked to confirm it" "$log" "$daemon_err" -- status_is 0
+
+  # Above alice's cap: the message waits for her to confirm.
+  lnmp pricing set alice --autopay-cap 50
+  check "autopay: pricing set alice --autopay-cap 50" "$log" -- status_is 0
+  to_carol autopay2 "autopay two $$"
+  confirm_url=""
+  run_logged confirm-mail "$py" "$client_py" imap-find --port "$imap" --user alice --password "$alice_pw" \
+    --folder INBOX --subject "$confirm_subject" --pattern 'https://\S*/confirm/[a-z2-7]{16}' --wait 20
+  [ "$rc" = 0 ] && confirm_url=$(grep -E '^https://' "$log" | tail -1)
+  check "autopay: within 20 s alice's INBOX has \"$confirm_subject\" with the link https://mx.bridge.test:$http_port/confirm/<token> (${confirm_url:-none})" \
+    "$log" "$daemon_err" "$b_err" -- eval '[[ "$confirm_url" =~ ^https://mx\.bridge\.test:$http_port/confirm/[a-z2-7]{16}$ ]]'
+  b_imap_check "autopay: the second message has not reached carol" --subject "autopay two $$" --count 0 --settle 2
+  check_balance "autopay: nothing was paid for it yet, alice still has $((start + 900)) sats" \
+    alice $((start + 890)) $((start + 900))
+  # The link's host is this machine: the same path on 127.0.0.1.
+  confirm_local="$base/confirm/${confirm_url##*/confirm/}"
+  [ -n "$confirm_url" ] || confirm_local="$base/confirm/none"
+  run_logged confirm "$py" "$client_py" http --method GET --url "$confirm_local" --want-status 200 \
+    --contains '100 sats' --contains alice
+  check "autopay: GET of the link: 200, a page that asks alice to pay 100 sats (got $(answered))" "$log" "$daemon_err" -- status_is 0
+  run_logged confirm "$py" "$client_py" http --method POST --url "$confirm_local" --want-status 200
+  check "autopay: POST of the link: 200 (got $(answered))" "$log" "$daemon_err" "$b_err" -- status_is 0
+  b_imap_check "autopay: within 20 s carol's INBOX has the second message, \$Paid, X-LNMP-Payment: 100 sat" \
+    --subject "autopay two $$" --count 1 --wait 20 --flag '$Paid' --header 'X-LNMP-Payment=100 sat'
+  check_balance "autopay: alice's balance is 100 sats less again, $((start + 800)) sats" \
+    alice $((start + 780)) $((start + 800))
+  paid_twice=$got
+  run_logged confirm "$py" "$client_py" http --method POST --url "$confirm_local" --want-status 4xx
+  check "autopay: a second POST of the link is refused, 4xx (got $(answered))" "$log" "$daemon_err" -- status_is 0
+  sleep 2
+  check_balance "autopay: and pays nothing: alice still has ${paid_twice:-?} sats" alice "${paid_twice:-0}" "${paid_twice:-0}"
+  b_imap_check "autopay: carol has the second message once" --subject "autopay two $$" --count 1
+  check_balance "autopay: B's wallet balance carol is 200 sats" carol 200 200 b
+  check_lnbits "autopay: LNbits wallet bridge-B holds 200000 msat" "$lnbits_bb_inkey" 200000
+fi
+
 if kill -0 "$daemon_pid" 2>/dev/null; then
   ok "lnmp-bridge is still running after the suite"
 else
   not_ok "lnmp-bridge is still running after the suite" "$daemon_err"
+fi
+if [ -n "$b_pid" ]; then
+  if kill -0 "$b_pid" 2>/dev/null; then
+    ok "bridge B is still running after the suite"
+  else
+    not_ok "bridge B is still running after the suite" "$b_err"
+  fi
 fi
 for f in "$work"/daemon-*.err; do
   if grep -Eq ' (ERROR|WARN) ' "$f" 2>/dev/null; then
