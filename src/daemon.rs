@@ -125,11 +125,6 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
              Set [lightning] backend = \"lnbits\" or \"lnd\" to take payments."
         );
     }
-    let paywall = Arc::new(crate::paywall::Paywall::new(
-        custody.clone(),
-        backend,
-        crate::paywall::PaywallSettings::from_config(&config),
-    ));
     let http_tls = if config.http.tls {
         let (cert, key) = crate::tls::certificate_files(&config)?;
         Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
@@ -145,6 +140,21 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("cannot listen on {listen} (http.listen)"))?;
     let http_bound = listener.local_addr()?;
+    let mut paywall_settings = crate::paywall::PaywallSettings::from_config(&config);
+    if config.paywall.public_url.is_empty() {
+        // Pay links name the port actually bound (http.listen may ask for any port).
+        paywall_settings.public_url = format!(
+            "{}://{}:{}",
+            if config.http.tls { "https" } else { "http" },
+            config.server.hostname,
+            http_bound.port()
+        );
+    }
+    let paywall = Arc::new(crate::paywall::Paywall::new(
+        custody.clone(),
+        backend,
+        paywall_settings,
+    ));
     let limits = HttpLimits {
         request_timeout: Duration::from_secs(config.limits.http_request_timeout_seconds),
         max_connections: config.limits.http_max_connections,

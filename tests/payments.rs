@@ -603,3 +603,40 @@ async fn deposits_credit_the_balance_and_withdrawals_never_overdraw() {
     assert_eq!(paywall.balance(&alice).await.unwrap(), 0);
     assert_eq!(ledger::total(&store).await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn a_payment_is_seen_however_many_invoices_are_open() {
+    let b = bridge(|_| {}).await;
+    let alice = b.running.custody.user("alice").await.unwrap();
+    let backend = lnmp_bridge::lightning::open(
+        &Config::default(),
+        b.store().clone(),
+        b.running.custody.master_key(),
+    )
+    .await
+    .unwrap();
+    let mut config = Config::default();
+    config.server.hostname = HOST.into();
+    let paywall = lnmp_bridge::paywall::Paywall::new(
+        b.running.custody.clone(),
+        backend,
+        lnmp_bridge::paywall::PaywallSettings::from_config(&config),
+    );
+    // More open invoices than one sweep looks at; the oldest and the newest get paid.
+    let mut made = Vec::new();
+    for _ in 0..700 {
+        made.push(
+            paywall
+                .deposit_invoice(&alice, 1000, Description::Memo("one of many".into()))
+                .await
+                .unwrap(),
+        );
+    }
+    let wallet = b.wallet().await;
+    wallet.present(&made[0].bolt11).await.unwrap();
+    wallet.present(&made[699].bolt11).await.unwrap();
+    wait_until("both payments credited", || async {
+        paywall.balance(&alice).await.unwrap() == 2000
+    })
+    .await;
+}

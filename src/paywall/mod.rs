@@ -113,6 +113,8 @@ pub struct Paywall {
     relay: std::sync::OnceLock<Arc<crate::relay::server::Relay>>,
     /// Invoices strangers may have made through Lightning Addresses.
     address_invoices: std::sync::Mutex<crate::ratelimit::TokenBucket>,
+    /// Where the settle worker's walk through older open invoices goes on (settle.rs).
+    sweep_cursor: std::sync::atomic::AtomicI64,
 }
 
 /// What the pay page shows.
@@ -136,6 +138,7 @@ impl Paywall {
             backend,
             wake: tokio::sync::Notify::new(),
             relay: std::sync::OnceLock::new(),
+            sweep_cursor: std::sync::atomic::AtomicI64::new(i64::MAX),
             address_invoices: std::sync::Mutex::new(crate::ratelimit::TokenBucket::new(
                 f64::from(settings.address_invoices_per_minute) / 60.0,
                 settings.address_invoices_per_minute,

@@ -17,7 +17,9 @@ use crate::store::{self, contacts, held, invoices};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// How many open invoices one sweep looks at.
+/// How many open invoices one sweep looks at: the newest half of it, and as many older
+/// ones from a cursor that walks down through the rest, sweep after sweep, so neither
+/// a burst of new invoices nor a backlog of old ones hides a payment.
 const SWEEP_BATCH: i64 = 500;
 /// An invoice some backends keep reporting as open after it expired is given up this
 /// long after its expiry (a payment in flight at expiry has landed by then).
@@ -216,7 +218,22 @@ pub(super) fn ledger_error(e: ledger::LedgerError) -> store::StoreError {
 pub async fn sweep(paywall: &Paywall) -> Result<usize> {
     let now = store::now();
     let mut settled = 0;
-    for invoice in invoices::open(paywall.store(), SWEEP_BATCH).await? {
+    let newest = invoices::open(paywall.store(), i64::MAX, SWEEP_BATCH / 2).await?;
+    let below = paywall
+        .sweep_cursor
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .min(newest.last().map_or(i64::MAX, |i| i.id));
+    let older = invoices::open(paywall.store(), below, SWEEP_BATCH / 2).await?;
+    // Start over from the top once the cursor has walked through everything.
+    let next = if (older.len() as i64) < SWEEP_BATCH / 2 {
+        i64::MAX
+    } else {
+        older.last().map_or(i64::MAX, |i| i.id)
+    };
+    paywall
+        .sweep_cursor
+        .store(next, std::sync::atomic::Ordering::Relaxed);
+    for invoice in newest.into_iter().chain(older) {
         let Ok(hash) = parse_hash(&invoice.payment_hash) else {
             tracing::error!(
                 invoice = invoice.id,

@@ -989,12 +989,12 @@ impl Session {
             _ => self.submission(&tx, message).await,
         };
         self.server.count_message(self.kind, &reply);
-        if reply.is_positive() {
-            self.reply(reply);
-            Ok(())
-        } else {
-            self.error(reply)
-        }
+        // A decision on a complete message (a payment asked for, a policy refusal) is not
+        // the client's mistake: it does not count toward max_errors, or a server with a
+        // queue of mail for a paying user would be cut off. max_messages_per_session
+        // bounds how many a session may send.
+        self.reply(reply);
+        Ok(())
     }
 
     fn received_header(&self, tx: &Transaction) -> String {

@@ -164,12 +164,12 @@ pub async fn by_hash(store: &Store, payment_hash: &str) -> Result<Option<Invoice
 }
 
 /// Invoices not paid yet (including ones just past their expiry, which a late
-/// settlement may still pay), newest first: a payment is likeliest for what was just
-/// handed out, and a backlog of old ones must not hide it.
-pub async fn open(store: &Store, limit: i64) -> Result<Vec<InvoiceRow>> {
+/// settlement may still pay) with ids below `below`, newest first.
+pub async fn open(store: &Store, below: i64, limit: i64) -> Result<Vec<InvoiceRow>> {
     let r: Vec<Raw> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM invoices WHERE state = 'open' ORDER BY id DESC LIMIT $1"
+        "SELECT {COLUMNS} FROM invoices WHERE state = 'open' AND id < $1 ORDER BY id DESC LIMIT $2"
     ))
+    .bind(below)
     .bind(limit)
     .fetch_all(store.pool())
     .await?;
