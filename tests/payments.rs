@@ -50,6 +50,24 @@ impl Bridge {
             .unwrap()
     }
 
+    /// A paywall on the daemon's store and dev wallet, as the `wallet` commands open one.
+    async fn paywall(&self) -> lnmp_bridge::paywall::Paywall {
+        let backend = lnmp_bridge::lightning::open(
+            &Config::default(),
+            self.store().clone(),
+            self.running.custody.master_key(),
+        )
+        .await
+        .unwrap();
+        let mut config = Config::default();
+        config.server.hostname = HOST.into();
+        lnmp_bridge::paywall::Paywall::new(
+            self.running.custody.clone(),
+            backend,
+            lnmp_bridge::paywall::PaywallSettings::from_config(&config),
+        )
+    }
+
     async fn user_id(&self, name: &str) -> i64 {
         self.running.custody.user(name).await.unwrap().id
     }
@@ -534,20 +552,7 @@ async fn deposits_credit_the_balance_and_withdrawals_never_overdraw() {
     let b = bridge(|_| {}).await;
     let alice = b.running.custody.user("alice").await.unwrap();
     let store = b.store().clone();
-    let backend = lnmp_bridge::lightning::open(
-        &Config::default(),
-        store.clone(),
-        b.running.custody.master_key(),
-    )
-    .await
-    .unwrap();
-    let mut config = Config::default();
-    config.server.hostname = HOST.into();
-    let paywall = lnmp_bridge::paywall::Paywall::new(
-        b.running.custody.clone(),
-        backend,
-        lnmp_bridge::paywall::PaywallSettings::from_config(&config),
-    );
+    let paywall = b.paywall().await;
     let deposit = paywall
         .deposit_invoice(&alice, 5_000_000, Description::Memo("top up".into()))
         .await
@@ -608,20 +613,7 @@ async fn deposits_credit_the_balance_and_withdrawals_never_overdraw() {
 async fn a_payment_is_seen_however_many_invoices_are_open() {
     let b = bridge(|_| {}).await;
     let alice = b.running.custody.user("alice").await.unwrap();
-    let backend = lnmp_bridge::lightning::open(
-        &Config::default(),
-        b.store().clone(),
-        b.running.custody.master_key(),
-    )
-    .await
-    .unwrap();
-    let mut config = Config::default();
-    config.server.hostname = HOST.into();
-    let paywall = lnmp_bridge::paywall::Paywall::new(
-        b.running.custody.clone(),
-        backend,
-        lnmp_bridge::paywall::PaywallSettings::from_config(&config),
-    );
+    let paywall = b.paywall().await;
     // More open invoices than one sweep looks at; the oldest and the newest get paid.
     let mut made = Vec::new();
     for _ in 0..700 {
