@@ -312,7 +312,11 @@ pub async fn run(paywall: std::sync::Arc<Paywall>, shutdown: CancellationToken) 
             let pruned = async {
                 let a = invoices::prune(paywall.store(), now - KEEP).await?;
                 let b = held::prune(paywall.store(), now - KEEP).await?;
-                Ok::<_, store::StoreError>(a + b)
+                let window = paywall.settings.request_window.as_secs() as i64;
+                let c = held::prune_requests(paywall.store(), now - window).await?;
+                // The dev wallet's own rows (harmless where another backend is used).
+                let d = store::dev_wallet::prune(paywall.store(), now - KEEP).await?;
+                Ok::<_, store::StoreError>(a + b + c + d)
             };
             if let Err(e) = pruned.await {
                 tracing::warn!(error = %e, "cannot prune settled payments");

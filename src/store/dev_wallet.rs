@@ -150,6 +150,24 @@ pub async fn settle_accepted(
 }
 
 /// Cancels an invoice that is 'open' or 'accepted'. False if it was in neither state.
+/// Forgets invoices that could no longer be paid before `before` (a hold invoice
+/// waiting on the daemon stays).
+pub async fn prune(store: &Store, before: i64) -> Result<u64> {
+    store
+        .write(Box::new(move |c| {
+            Box::pin(async move {
+                Ok(sqlx::query(
+                    "DELETE FROM dev_invoices WHERE expires_at < $1 AND state <> 'accepted'",
+                )
+                .bind(before)
+                .execute(&mut *c)
+                .await?
+                .rows_affected())
+            })
+        }))
+        .await
+}
+
 pub async fn cancel(store: &Store, payment_hash: &str) -> Result<bool> {
     let n = update(
         store,

@@ -370,6 +370,24 @@ pub async fn claim_request_in(
     Ok(claimed.is_some())
 }
 
+/// Forgets when senders last had a payment request, for those before `before` (their
+/// window is over).
+pub async fn prune_requests(store: &Store, before: i64) -> Result<u64> {
+    store
+        .write(Box::new(move |c| {
+            Box::pin(async move {
+                Ok(
+                    sqlx::query("DELETE FROM payment_requests WHERE sent_at < $1")
+                        .bind(before)
+                        .execute(&mut *c)
+                        .await?
+                        .rows_affected(),
+                )
+            })
+        }))
+        .await
+}
+
 /// Forgets what became of messages settled before `before` (paid, accepted, refused,
 /// expired); a retry after that is a new message.
 pub async fn prune(store: &Store, before: i64) -> Result<u64> {
