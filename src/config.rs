@@ -51,6 +51,7 @@ pub struct Config {
     pub database: Database,
     pub secrets: Secrets,
     pub tls: Tls,
+    pub acme: Acme,
     pub http: Http,
     pub relay: Relay,
     pub relay_client: RelayClient,
@@ -121,6 +122,69 @@ pub struct Tls {
     /// for `server.hostname`, made on first start and kept in data_dir/tls/.
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
+}
+
+/// Let's Encrypt's production directory, the default ACME server.
+pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// How the ACME server is shown that this machine answers for a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum AcmeChallenge {
+    /// A file fetched over plain HTTP on port 80 (`acme.http_listen`, or a proxy).
+    #[default]
+    #[serde(rename = "http-01")]
+    Http01,
+    /// A special certificate on the HTTPS front, which must then be port 443.
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+}
+
+/// Certificates obtained and renewed by ACME (src/acme), used when `tls.cert_file` is
+/// empty.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Acme {
+    pub enabled: bool,
+    /// The ACME server's directory URL.
+    pub directory_url: String,
+    /// The account's contact, `mailto:admin@example.com`; empty for none.
+    pub contact: String,
+    /// The names the certificate is for; empty means `server.hostname` alone.
+    pub hostnames: Vec<String>,
+    pub challenge: AcmeChallenge,
+    /// A plain-HTTP listener answering HTTP-01 challenges (port 80 in production);
+    /// empty for none, when a proxy forwards /.well-known/acme-challenge/ to a plain
+    /// HTTP front (`http.tls = false`).
+    pub http_listen: String,
+    /// Trust only this PEM certificate for the ACME server (a test server such as
+    /// pebble); empty means the public roots.
+    pub ca_file: PathBuf,
+    /// Renew when the certificate expires within this many days.
+    pub renew_before_days: u64,
+    /// How often the certificate's expiry is looked at.
+    pub check_interval_seconds: u64,
+    /// After a failure, the first retry waits this long; each next one twice as long...
+    pub retry_base_seconds: u64,
+    /// ...up to this.
+    pub retry_max_seconds: u64,
+}
+
+impl Default for Acme {
+    fn default() -> Self {
+        Acme {
+            enabled: false,
+            directory_url: LETS_ENCRYPT_DIRECTORY.into(),
+            contact: String::new(),
+            hostnames: Vec::new(),
+            challenge: AcmeChallenge::Http01,
+            http_listen: String::new(),
+            ca_file: PathBuf::new(),
+            renew_before_days: 30,
+            check_interval_seconds: 6 * 3600,
+            retry_base_seconds: 60,
+            retry_max_seconds: 6 * 3600,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -230,6 +294,10 @@ pub struct RelayClient {
     /// Replaces `https://<host>` in address lookups (a host reached another way, or
     /// tests); empty means each address's own host.
     pub lookup_base: String,
+    /// How long a node's claim on a queued message lasts; when a node dies, another
+    /// takes its claims over after this. 0 derives it from the publish and Lightning
+    /// timeouts (an attempt, payment included, always ends within it).
+    pub claim_seconds: u64,
 }
 
 impl Default for RelayClient {
@@ -241,6 +309,7 @@ impl Default for RelayClient {
             outbox_lifetime_hours: 7 * 24,
             ca_file: PathBuf::new(),
             lookup_base: String::new(),
+            claim_seconds: 0,
         }
     }
 }
@@ -526,6 +595,13 @@ pub struct Outbound {
     /// Where the DKIM keys are (`<selector>.rsa.pem`, `<selector>.ed25519.pem`);
     /// empty means `dkim/` in the data folder. Mail leaves unsigned without keys.
     pub dkim_dir: PathBuf,
+    /// Seconds the receiving server has to answer the end of a message (RFC 5321
+    /// 4.5.3.2.6 asks for 10 minutes).
+    pub final_reply_timeout_seconds: u64,
+    /// How long a node's claim on a queued recipient lasts; when a node dies, another
+    /// takes its claims over after this. 0 derives it from the timeouts (an attempt
+    /// always ends within it); a value set must be longer than an attempt can take.
+    pub claim_seconds: u64,
 }
 
 impl Default for Outbound {
@@ -547,6 +623,8 @@ impl Default for Outbound {
             max_hops: 25,
             reply_local_part: "reply".into(),
             dkim_dir: PathBuf::new(),
+            final_reply_timeout_seconds: 600,
+            claim_seconds: 0,
         }
     }
 }
@@ -811,6 +889,7 @@ impl Config {
         resolve(&mut self.secrets.master_key_file);
         resolve(&mut self.tls.cert_file);
         resolve(&mut self.tls.key_file);
+        resolve(&mut self.acme.ca_file);
         resolve(&mut self.relay_client.ca_file);
         resolve(&mut self.outbound.tls_ca_file);
         resolve(&mut self.outbound.dkim_dir);
@@ -1054,6 +1133,8 @@ impl Config {
         }
         self.validate_outbound()?;
         self.validate_payments()?;
+        self.validate_claims()?;
+        self.validate_acme()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", e.to_string()))?;
         if self.limits.http_request_timeout_seconds == 0 {
@@ -1066,6 +1147,76 @@ impl Config {
             return Err(invalid("limits.http_max_connections", "must be at least 1"));
         }
         Ok(())
+    }
+
+    fn validate_acme(&self) -> Result<(), ConfigError> {
+        let a = &self.acme;
+        http_url("acme.directory_url", &a.directory_url)?;
+        if !a.contact.is_empty() {
+            let address = a.contact.strip_prefix("mailto:").unwrap_or("");
+            if !address.contains('@') {
+                return Err(invalid(
+                    "acme.contact",
+                    "must be mailto:<address>, e.g. mailto:admin@example.com",
+                ));
+            }
+        }
+        for name in &a.hostnames {
+            validate_domain(name).map_err(|p| invalid("acme.hostnames", p))?;
+        }
+        if !a.http_listen.is_empty() {
+            a.http_listen.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    "acme.http_listen",
+                    format!("{:?} is not an address:port", a.http_listen),
+                )
+            })?;
+        }
+        for (key, v) in [
+            ("acme.renew_before_days", a.renew_before_days),
+            ("acme.check_interval_seconds", a.check_interval_seconds),
+            ("acme.retry_base_seconds", a.retry_base_seconds),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if a.retry_max_seconds < a.retry_base_seconds {
+            return Err(invalid(
+                "acme.retry_max_seconds",
+                "must be at least retry_base_seconds",
+            ));
+        }
+        if a.enabled {
+            if !self.tls.cert_file.as_os_str().is_empty() {
+                return Err(invalid(
+                    "acme.enabled",
+                    "ACME and tls.cert_file exclude each other: empty tls.cert_file and tls.key_file",
+                ));
+            }
+            if a.challenge == AcmeChallenge::TlsAlpn01 && !self.http.tls {
+                return Err(invalid(
+                    "acme.challenge",
+                    "\"tls-alpn-01\" is answered by the HTTPS front: http.tls must be true",
+                ));
+            }
+            if a.challenge == AcmeChallenge::Http01 && a.http_listen.is_empty() && self.http.tls {
+                return Err(invalid(
+                    "acme.http_listen",
+                    "must be set (e.g. \"0.0.0.0:80\") for HTTP-01 challenges, unless http.tls = false and a proxy passes port 80 to the HTTP front",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The names the ACME certificate is for.
+    pub fn acme_hostnames(&self) -> Vec<String> {
+        if self.acme.hostnames.is_empty() {
+            vec![self.server.hostname.clone()]
+        } else {
+            self.acme.hostnames.clone()
+        }
     }
 
     fn validate_payments(&self) -> Result<(), ConfigError> {
@@ -1112,6 +1263,54 @@ impl Config {
         }
         if !self.paywall.public_url.is_empty() {
             http_url("paywall.public_url", &self.paywall.public_url)?;
+        }
+        Ok(())
+    }
+
+    /// The longest one outbound delivery attempt may take, all hosts included.
+    pub fn outbound_attempt_seconds(&self) -> u64 {
+        let o = &self.outbound;
+        o.timeout_seconds
+            .saturating_mul(6)
+            .max(o.final_reply_timeout_seconds)
+    }
+
+    /// The longest one relay outbox attempt may take: publishing to every relay at
+    /// once, and paying a recipient's invoice (a backend call or two) in between.
+    pub fn outbox_attempt_seconds(&self) -> u64 {
+        self.relay_client
+            .publish_timeout_seconds
+            .saturating_mul(2)
+            .saturating_add(self.lightning.timeout_seconds.saturating_mul(4))
+            .saturating_add(10)
+    }
+
+    fn validate_claims(&self) -> Result<(), ConfigError> {
+        let o = self.outbound.claim_seconds;
+        if o != 0 && o <= self.outbound_attempt_seconds() {
+            return Err(invalid(
+                "outbound.claim_seconds",
+                format!(
+                    "must be longer than a delivery attempt can take ({} s, from timeout_seconds and final_reply_timeout_seconds), or 0",
+                    self.outbound_attempt_seconds()
+                ),
+            ));
+        }
+        let r = self.relay_client.claim_seconds;
+        if r != 0 && r <= self.outbox_attempt_seconds() {
+            return Err(invalid(
+                "relay_client.claim_seconds",
+                format!(
+                    "must be longer than a publish attempt can take ({} s, from publish_timeout_seconds and lightning.timeout_seconds), or 0",
+                    self.outbox_attempt_seconds()
+                ),
+            ));
+        }
+        if self.outbound.final_reply_timeout_seconds == 0 {
+            return Err(invalid(
+                "outbound.final_reply_timeout_seconds",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }
@@ -1351,6 +1550,28 @@ mod tests {
             ),
             ("[log]\nlevel = \"=[\"\n", "log.level"),
             ("[relay]\npublic_url = \"https://x\"\n", "relay.public_url"),
+            ("[acme]\ncontact = \"admin\"\n", "acme.contact"),
+            (
+                "[acme]\ndirectory_url = \"ftp://x\"\n",
+                "acme.directory_url",
+            ),
+            ("[acme]\nhostnames = [\"Mail\"]\n", "acme.hostnames"),
+            ("[acme]\nhttp_listen = \"80\"\n", "acme.http_listen"),
+            ("[acme]\nrenew_before_days = 0\n", "acme.renew_before_days"),
+            (
+                "[acme]\nretry_base_seconds = 10\nretry_max_seconds = 5\n",
+                "acme.retry_max_seconds",
+            ),
+            ("[acme]\nenabled = true\n", "acme.http_listen"),
+            ("[acme]\nchallenge = \"dns-01\"\n", "unknown variant"),
+            (
+                "[acme]\nenabled = true\nchallenge = \"tls-alpn-01\"\n[http]\ntls = false\n",
+                "acme.challenge",
+            ),
+            (
+                "[acme]\nenabled = true\nhttp_listen = \"0.0.0.0:80\"\n[tls]\ncert_file = \"c\"\nkey_file = \"k\"\n",
+                "acme.enabled",
+            ),
         ];
         for (text, key) in cases {
             let err = parse(text, &[]).unwrap_err().to_string();

@@ -46,18 +46,16 @@ pub fn client_options(config: &Config) -> anyhow::Result<ClientOptions> {
 
 async fn relay_listener(
     config: &Config,
+    certs: &Arc<crate::tls::CertStore>,
 ) -> anyhow::Result<(TcpListener, Option<tokio_rustls::TlsAcceptor>)> {
     let listen = config.relay_listen();
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen} (relay.listen)"))?;
     let tls = if config.relay.tls {
-        let (cert, key) = crate::tls::certificate_files(config)?;
-        Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
-            &cert,
-            &key,
-            &[b"http/1.1"],
-        )?))
+        Some(tokio_rustls::TlsAcceptor::from(
+            crate::tls::server_config_with(certs.clone(), &[b"http/1.1"])?,
+        ))
     } else {
         None
     };
@@ -83,6 +81,8 @@ pub struct Running {
     pub smtp: Vec<(smtp::Listener, std::net::SocketAddr)>,
     /// (implicit TLS?, address) of each IMAP listener.
     pub imap: Vec<(bool, std::net::SocketAddr)>,
+    /// The plain-HTTP listener answering ACME HTTP-01 challenges, if any.
+    pub acme_http: Option<std::net::SocketAddr>,
     pub custody: Custody,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -125,13 +125,17 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
              Set [lightning] backend = \"lnbits\" or \"lnd\" to take payments."
         );
     }
+    // One certificate for every listener, swapped in place when ACME renews it.
+    let certs = crate::tls::CertStore::from_config(&config)?;
+    let challenges = crate::acme::Challenges::default();
     let http_tls = if config.http.tls {
-        let (cert, key) = crate::tls::certificate_files(&config)?;
-        Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
-            &cert,
-            &key,
-            &[b"h2", b"http/1.1"],
-        )?))
+        let mut alpn: Vec<&[u8]> = vec![b"h2", b"http/1.1"];
+        if config.acme.enabled && config.acme.challenge == crate::config::AcmeChallenge::TlsAlpn01 {
+            alpn.push(crate::tls::ACME_TLS_ALPN);
+        }
+        Some(tokio_rustls::TlsAcceptor::from(
+            crate::tls::server_config_with(certs.clone(), &alpn)?,
+        ))
     } else {
         None
     };
@@ -168,7 +172,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             paywall: paywall.clone(),
         },
         &limits,
-    );
+    )
+    // Mail client autoconfig (src/http/autoconfig.rs) is served from the config's listeners.
+    .layer(axum::Extension(Arc::new(
+        http::autoconfig::Autoconfig::from_config(&config),
+    )));
+    // HTTP-01 challenges are answered on the HTTP front too (behind a proxy for port 80).
+    let app = app.merge(crate::acme::challenge_router(challenges.clone()));
+    let acme_http = start_acme(&config, &certs, challenges, &limits, &tasks, &shutdown).await?;
     tasks.spawn(http::serve(
         listener,
         http_tls.clone(),
@@ -178,7 +189,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     ));
 
     let relay_bound = if config.relay.enabled {
-        let (listener, tls) = relay_listener(&config).await?;
+        let (listener, tls) = relay_listener(&config, &certs).await?;
         let bound = listener.local_addr()?;
         let gate = Arc::new(crate::paywall::gate::PaywallGate::new(
             AcceptGate::new(custody.store().clone(), config.relay.accept),
@@ -217,6 +228,12 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         outbox.clone(),
         CourierSettings::from_config(&config),
     ));
+    outbox.set_claim(Duration::from_secs(
+        match config.relay_client.claim_seconds {
+            0 => config.outbox_attempt_seconds() + 30,
+            set => set,
+        },
+    ));
     outbox.set_payer(Arc::new(crate::paywall::autopay::AutoPay::new(
         paywall.clone(),
         courier.clone(),
@@ -236,12 +253,21 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         paywall.clone(),
         &opts,
         metrics.clone(),
+        &certs,
         &tasks,
         &shutdown,
     )
     .await?;
-    let imap_bound =
-        start_imap(&config, &custody, blobs, metrics.clone(), &tasks, &shutdown).await?;
+    let imap_bound = start_imap(
+        &config,
+        &custody,
+        blobs,
+        metrics.clone(),
+        &certs,
+        &tasks,
+        &shutdown,
+    )
+    .await?;
     if !config.relay.read_relays.is_empty() {
         tasks.spawn(follow_read_relays(
             custody.clone(),
@@ -257,6 +283,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         relay: relay_bound.map(|(a, _)| a),
         smtp: smtp_bound,
         imap: imap_bound,
+        acme_http,
         custody,
         shutdown,
         tasks,
@@ -294,12 +321,48 @@ fn start_outbound(
     Ok(())
 }
 
+/// With ACME on: binds the plain-HTTP listener for HTTP-01 challenges (if configured)
+/// and starts the renewal loop, which swaps new certificates into `certs`.
+async fn start_acme(
+    config: &Config,
+    certs: &Arc<crate::tls::CertStore>,
+    challenges: crate::acme::Challenges,
+    limits: &HttpLimits,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    if !config.acme.enabled {
+        return Ok(None);
+    }
+    let bound = if config.acme.http_listen.is_empty() {
+        None
+    } else {
+        let listen = &config.acme.http_listen;
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen} (acme.http_listen)"))?;
+        let bound = listener.local_addr()?;
+        tasks.spawn(http::serve(
+            listener,
+            None,
+            crate::acme::challenge_router(challenges.clone()),
+            limits.clone(),
+            shutdown.clone(),
+        ));
+        Some(bound)
+    };
+    let manager = crate::acme::Manager::new(config, certs.clone(), challenges);
+    tasks.spawn(manager.run(shutdown.clone()));
+    Ok(bound)
+}
+
 /// Binds the IMAP listeners and starts a server on each.
 async fn start_imap(
     config: &Config,
     custody: &Custody,
     blobs: crate::blob::BlobStore,
     metrics: Arc<Metrics>,
+    certs: &Arc<crate::tls::CertStore>,
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Vec<(bool, std::net::SocketAddr)>> {
@@ -307,8 +370,7 @@ async fn start_imap(
     if listeners.is_empty() {
         return Ok(Vec::new());
     }
-    let (cert, key) = crate::tls::certificate_files(config)?;
-    let tls = tokio_rustls::TlsAcceptor::from(crate::tls::server_config(&cert, &key, &[])?);
+    let tls = tokio_rustls::TlsAcceptor::from(crate::tls::server_config_with(certs.clone(), &[])?);
     let server = crate::imap::ImapServer::new(
         crate::imap::ImapSettings {
             hostname: config.server.hostname.clone(),
@@ -341,6 +403,7 @@ async fn start_smtp(
     admission: Arc<dyn smtp::Admission>,
     opts: &ClientOptions,
     metrics: Arc<Metrics>,
+    certs: &Arc<crate::tls::CertStore>,
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Vec<(smtp::Listener, std::net::SocketAddr)>> {
@@ -348,8 +411,7 @@ async fn start_smtp(
     if listeners.is_empty() {
         return Ok(Vec::new());
     }
-    let (cert, key) = crate::tls::certificate_files(config)?;
-    let tls = tokio_rustls::TlsAcceptor::from(crate::tls::server_config(&cert, &key, &[])?);
+    let tls = tokio_rustls::TlsAcceptor::from(crate::tls::server_config_with(certs.clone(), &[])?);
     let verifier = smtp::verify::Verifier::new(
         smtp::verify::authenticator(&config.dns)?,
         &config.server.hostname,
@@ -395,7 +457,8 @@ pub async fn relay_only(mut config: Config, accept_all: bool) -> anyhow::Result<
         .with_context(|| format!("cannot create {}", config.server.data_dir.display()))?;
     let store = Store::open(&config.database_url(), &options).await?;
     store.migrate().await?;
-    let (listener, tls) = relay_listener(&config).await?;
+    let certs = crate::tls::CertStore::from_config(&config)?;
+    let (listener, tls) = relay_listener(&config, &certs).await?;
     let bound = listener.local_addr()?;
     let gate = Arc::new(AcceptGate::new(store.clone(), config.relay.accept));
     let relay = Relay::new(RelaySettings::from_config(&config), store.clone(), gate);

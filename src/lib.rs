@@ -3,6 +3,8 @@
 //!
 //! See docs/ARCHITECTURE.md for how the modules fit together.
 
+pub mod acme;
+pub mod backup;
 pub mod blob;
 pub mod client;
 pub mod config;
@@ -11,10 +13,12 @@ pub mod custody;
 pub mod daemon;
 pub mod delivery;
 pub mod dkim;
+pub mod doctor;
 pub mod http;
 pub mod imap;
 pub mod lightning;
 pub mod lnmp;
+pub mod mailfiles;
 pub mod metrics;
 pub mod net;
 pub mod outbound;

@@ -76,6 +76,32 @@ enum Command {
     /// The embedded dev wallet (Lightning backend "dev"; no real money).
     #[command(subcommand)]
     Dev(DevCommand),
+    /// Bring existing mail (an mbox file or a Maildir folder) into a user's mailboxes.
+    Import {
+        #[arg(long)]
+        user: String,
+        /// An mbox file, or a Maildir folder (its subfolders become mailboxes).
+        path: PathBuf,
+    },
+    /// Write a user's mail out as an mbox file.
+    Export {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        mbox: PathBuf,
+    },
+    /// Take a consistent snapshot of the data while the daemon runs.
+    Backup { dir: PathBuf },
+    /// Put a snapshot taken by `backup` back into the data folder.
+    Restore {
+        dir: PathBuf,
+        /// Replace a database that is already there (kept beside it, renamed).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check DNS records, certificate, listeners, database and Lightning backend, and
+    /// say what to fix.
+    Doctor,
 }
 
 #[derive(Subcommand)]
@@ -497,6 +523,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let result = wallet(&c, &config, cmd).await;
             c.store().close().await;
             result?;
+        }
+        Command::Import { user, path } => {
+            let config = setup(config_path, log_format)?;
+            lnmp_bridge::mailfiles::import_command(&config, &user, &path).await?;
+        }
+        Command::Export { user, mbox } => {
+            let config = setup(config_path, log_format)?;
+            lnmp_bridge::mailfiles::export_command(&config, &user, &mbox).await?;
+        }
+        Command::Backup { dir } => {
+            let config = setup(config_path, log_format)?;
+            lnmp_bridge::backup::backup_command(&config, &dir).await?;
+        }
+        Command::Restore { dir, force } => {
+            let config = setup(config_path, log_format)?;
+            lnmp_bridge::backup::restore_command(&config, &dir, force).await?;
+        }
+        Command::Doctor => {
+            let config = setup(config_path, log_format)?;
+            lnmp_bridge::doctor::doctor_command(&config).await?;
         }
         Command::Dev(DevCommand::Pay { bolt11 }) => {
             let config = setup(config_path, log_format)?;

@@ -122,62 +122,87 @@ pub async fn run(o: Options) -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// The records to publish, in zone-file syntax.
-pub fn dns_records(domain: &str, hostname: &str, postmaster: &str, keys: &[DkimKey]) -> String {
-    let mut rows: Vec<(String, &str, String)> = vec![
-        (
+/// A DNS record the domain needs: its absolute name (with the final dot), its type,
+/// and its value (a TXT value unquoted; a placeholder in `<...>` for the addresses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsRecord {
+    pub name: String,
+    pub kind: &'static str,
+    pub value: String,
+}
+
+/// The records quickstart asks for, which `doctor` checks.
+pub fn expected_records(
+    domain: &str,
+    hostname: &str,
+    postmaster: &str,
+    keys: &[DkimKey],
+) -> Vec<DnsRecord> {
+    let row = |name: String, kind, value: String| DnsRecord { name, kind, value };
+    let mut rows = vec![
+        row(
             format!("{hostname}."),
             "A",
             "<this server's IPv4 address>".into(),
         ),
-        (
+        row(
             format!("{hostname}."),
             "AAAA",
             "<this server's IPv6 address, if any>".into(),
         ),
-        (format!("{domain}."), "MX", format!("10 {hostname}.")),
-        (format!("{domain}."), "TXT", quote_txt("v=spf1 mx -all")),
-        (
+        row(format!("{domain}."), "MX", format!("10 {hostname}.")),
+        row(format!("{domain}."), "TXT", "v=spf1 mx -all".into()),
+        row(
             format!("_dmarc.{domain}."),
             "TXT",
-            quote_txt(&format!(
-                "v=DMARC1; p=reject; adkim=s; aspf=s; rua=mailto:{postmaster}"
-            )),
+            format!("v=DMARC1; p=reject; adkim=s; aspf=s; rua=mailto:{postmaster}"),
         ),
     ];
     for k in keys {
-        rows.push((format!("{}.", k.name(domain)), "TXT", quote_txt(&k.txt())));
+        rows.push(row(format!("{}.", k.name(domain)), "TXT", k.txt()));
     }
     rows.extend([
-        (
+        row(
             format!("autoconfig.{domain}."),
             "CNAME",
             format!("{hostname}."),
         ),
-        (
+        row(
             format!("_submissions._tcp.{domain}."),
             "SRV",
             format!("0 1 465 {hostname}."),
         ),
-        (
+        row(
             format!("_submission._tcp.{domain}."),
             "SRV",
             format!("0 1 587 {hostname}."),
         ),
-        (
+        row(
             format!("_imaps._tcp.{domain}."),
             "SRV",
             format!("0 1 993 {hostname}."),
         ),
-        (
+        row(
             format!("_imap._tcp.{domain}."),
             "SRV",
             format!("0 1 143 {hostname}."),
         ),
     ]);
-    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    rows
+}
+
+/// The records to publish, in zone-file syntax.
+pub fn dns_records(domain: &str, hostname: &str, postmaster: &str, keys: &[DkimKey]) -> String {
+    let rows = expected_records(domain, hostname, postmaster, keys);
+    let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(0);
     let mut out = format!("DNS records for {domain}:\n\n");
-    for (name, kind, value) in rows {
+    for r in rows {
+        let value = if r.kind == "TXT" {
+            quote_txt(&r.value)
+        } else {
+            r.value
+        };
+        let (name, kind) = (r.name, r.kind);
         let _ = writeln!(out, "{name:<width$}  IN {kind:<5}  {value}");
     }
     let _ = write!(

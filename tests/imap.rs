@@ -12,7 +12,7 @@ use lnmp_bridge::config::Config;
 use lnmp_bridge::daemon::{self, Running};
 use lnmp_bridge::smtp::Listener;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use common::{DOMAIN, HOST};
@@ -96,36 +96,7 @@ impl Answer {
 impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// One response line, with any literal it announces read into it.
     async fn line(&mut self) -> Vec<u8> {
-        let mut out = Vec::new();
-        loop {
-            let mut line = Vec::new();
-            let n = tokio::time::timeout(
-                Duration::from_secs(20),
-                self.io.read_until(b'\n', &mut line),
-            )
-            .await
-            .expect("the server answers")
-            .unwrap();
-            assert!(
-                n > 0,
-                "connection closed; so far: {}",
-                String::from_utf8_lossy(&out)
-            );
-            out.extend_from_slice(&line);
-            let trimmed = line.strip_suffix(b"\r\n").unwrap_or(&line);
-            if let Some(open) = trimmed.iter().rposition(|&b| b == b'{')
-                && trimmed.last() == Some(&b'}')
-                && let Ok(len) = std::str::from_utf8(&trimmed[open + 1..trimmed.len() - 1])
-                    .unwrap_or("x")
-                    .parse::<usize>()
-            {
-                let mut lit = vec![0u8; len];
-                self.io.read_exact(&mut lit).await.unwrap();
-                out.extend_from_slice(&lit);
-                continue;
-            }
-            return out;
-        }
+        common::raw_imap::response_line(&mut self.io).await
     }
 
     async fn send(&mut self, bytes: &[u8]) {
@@ -859,23 +830,11 @@ async fn a_message_too_big_for_the_client_session_and_a_logout() {
 /// B is seen by a session on A. Skipped without LNMP_TEST_DATABASE_URL.
 #[tokio::test]
 async fn two_nodes_on_one_postgresql_wake_each_others_sessions() {
-    use sqlx::Connection;
-    let Ok(base) = std::env::var("LNMP_TEST_DATABASE_URL") else {
-        eprintln!("skipped: LNMP_TEST_DATABASE_URL is not set");
+    let Some(base) = common::test_database_url() else {
         return;
     };
     let schema = format!("imap_{}", std::process::id());
-    let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
-    sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    let url = common::fresh_pg_schema(&base, &schema).await;
     let key = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(key.path(), hex::encode([7u8; 32])).unwrap();
     let node = |url: String, key: std::path::PathBuf| async move {
@@ -932,8 +891,5 @@ async fn two_nodes_on_one_postgresql_wake_each_others_sessions() {
     on_a.until("i2").await;
     b.stop().await;
     a.stop().await;
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    common::drop_pg_schema(&base, &schema).await;
 }

@@ -4,6 +4,7 @@
 //! (LNURL-pay). HTTPS with the daemon's certificate by default; plain HTTP when a
 //! reverse proxy terminates TLS.
 
+pub mod autoconfig;
 mod blobs;
 mod lnurl;
 mod lookup;
@@ -57,6 +58,8 @@ pub fn router(state: HttpState, limits: &HttpLimits) -> Router {
         )
         .route("/.well-known/lnurlp/{username}", get(lnurl::pay_request))
         .route("/lnurlp/{username}/callback", get(lnurl::callback))
+        .route(autoconfig::PATHS[0], get(autoconfig::config_v11))
+        .route(autoconfig::PATHS[1], get(autoconfig::config_v11))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(

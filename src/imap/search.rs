@@ -366,7 +366,7 @@ fn search_day(d: &NaiveDate) -> Option<i64> {
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm). Days
 /// past a month's end roll into the next month, as a lenient Date reader would.
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+pub(crate) fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;

@@ -309,6 +309,27 @@ impl Backend for DevWallet {
         "dev"
     }
 
+    /// The node key was opened with the master key when the wallet opened; this checks
+    /// the database still answers and still holds that key, and that it is usable.
+    fn health(&self) -> BoxFuture<'_, Result<String>> {
+        Box::pin(async move {
+            if settings::get(&self.store, KEY_SETTING).await?.is_none() {
+                return Err(LightningError::Protocol(format!(
+                    "the dev wallet's node key (setting {KEY_SETTING}) is gone from the database"
+                )));
+            }
+            let mut key = secret_key(&self.secret)?;
+            let node_id = PublicKey::from_secret_key(&SECP, &key);
+            key.non_secure_erase();
+            if node_id != self.node_id {
+                return Err(LightningError::Protocol(
+                    "the dev wallet's node key does not match its node id".into(),
+                ));
+            }
+            Ok(format!("dev wallet node {}", self.node_id()))
+        })
+    }
+
     fn create_invoice<'a>(&'a self, request: &'a InvoiceRequest) -> BoxFuture<'a, Result<Invoice>> {
         Box::pin(async move {
             let mut preimage = [0u8; 32];
@@ -458,6 +479,10 @@ mod tests {
             let a = DevWallet::open(store.clone(), &master).await.unwrap();
             let b = DevWallet::open(store.clone(), &master).await.unwrap();
             assert_eq!(a.node_id(), b.node_id());
+            assert_eq!(
+                a.health().await.unwrap(),
+                format!("dev wallet node {}", a.node_id())
+            );
             let sealed = settings::get(&store, KEY_SETTING).await.unwrap().unwrap();
             assert!(!sealed.windows(32).any(|w| w == &a.secret[..]));
             assert!(matches!(

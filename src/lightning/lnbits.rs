@@ -521,6 +521,25 @@ impl Backend for Lnbits {
         "lnbits"
     }
 
+    /// `GET /api/v1/wallet` with the invoice key: LNbits answers and the key is a
+    /// wallet's.
+    fn health(&self) -> BoxFuture<'_, Result<String>> {
+        Box::pin(async move {
+            let answer = self
+                .call(
+                    self.http.get(format!("{}/api/v1/wallet", self.url)),
+                    &self.invoice_key,
+                    "wallet details",
+                )
+                .await?;
+            let name = answer.get("name").and_then(Value::as_str).unwrap_or("");
+            Ok(match answer.get("balance").and_then(Value::as_i64) {
+                Some(msat) => format!("LNbits wallet {name:?}, balance {} sat", msat / 1000),
+                None => format!("LNbits wallet {name:?}"),
+            })
+        })
+    }
+
     fn create_invoice<'a>(&'a self, request: &'a InvoiceRequest) -> BoxFuture<'a, Result<Invoice>> {
         Box::pin(self.create(request))
     }
@@ -743,6 +762,15 @@ mod tests {
         axum::Json(payment_json(&hash, p)).into_response()
     }
 
+    async fn wallet(headers: HeaderMap) -> Response {
+        match key_of(&headers).as_str() {
+            INVOICE_KEY | ADMIN_KEY => {
+                axum::Json(json!({"id": "w1", "name": "bridge", "balance": 21_000})).into_response()
+            }
+            _ => detail(StatusCode::UNAUTHORIZED, "Invalid key"),
+        }
+    }
+
     fn rand_bytes() -> [u8; 32] {
         let mut b = [0u8; 32];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
@@ -762,6 +790,7 @@ mod tests {
         let app = axum::Router::new()
             .route("/api/v1/payments", post(create_or_pay))
             .route("/api/v1/payments/{hash}", get(status))
+            .route("/api/v1/wallet", get(wallet))
             .with_state(fake.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -803,6 +832,24 @@ mod tests {
             .payable
             .insert(hex::encode(hash), preimage);
         (bolt11, preimage)
+    }
+
+    #[tokio::test]
+    async fn health_reads_the_wallet_with_the_invoice_key() {
+        let (url, _fake) = fake_lnbits().await;
+        let health = client(&url, false).health().await.unwrap();
+        assert_eq!(health, "LNbits wallet \"bridge\", balance 21 sat");
+        let config = crate::config::Lightning {
+            backend: crate::config::LightningBackend::Lnbits,
+            lnbits_url: url.clone(),
+            lnbits_invoice_key: "wrong".into(),
+            timeout_seconds: 5,
+            ..Default::default()
+        };
+        assert!(matches!(
+            Lnbits::new(&config).unwrap().health().await,
+            Err(LightningError::Refused(_))
+        ));
     }
 
     #[tokio::test]

@@ -427,6 +427,30 @@ impl Backend for Lnd {
         "lnd"
     }
 
+    /// `GET /v1/getinfo`: LND answers, the macaroon is accepted, and whether it is
+    /// synced.
+    fn health(&self) -> BoxFuture<'_, Result<String>> {
+        Box::pin(async move {
+            let answer = self.call(self.get("/v1/getinfo"), "node info").await?;
+            let field = |k: &str| {
+                answer
+                    .get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            let synced = answer
+                .get("synced_to_chain")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let mut text = format!("LND node {} ({})", field("identity_pubkey"), field("alias"));
+            if !synced {
+                text.push_str(", not synced to the chain yet");
+            }
+            Ok(text)
+        })
+    }
+
     fn create_invoice<'a>(&'a self, request: &'a InvoiceRequest) -> BoxFuture<'a, Result<Invoice>> {
         Box::pin(self.create(None, request))
     }
@@ -1015,6 +1039,14 @@ mod tests {
         axum::Json(answer).into_response()
     }
 
+    async fn getinfo(headers: axum::http::HeaderMap) -> Response {
+        if let Some(r) = rejected(&headers) {
+            return r;
+        }
+        axum::Json(json!({"identity_pubkey": "02abc", "alias": "fake", "synced_to_chain": true}))
+            .into_response()
+    }
+
     async fn lookup(
         State(node): State<Shared>,
         headers: axum::http::HeaderMap,
@@ -1180,6 +1212,7 @@ mod tests {
             .route("/v1/invoices", post(add_invoice))
             .route("/v1/invoices/subscribe", get(subscribe))
             .route("/v1/invoice/{hash}", get(lookup))
+            .route("/v1/getinfo", get(getinfo))
             .route("/v2/invoices/hodl", post(add_hodl))
             .route("/v2/invoices/settle", post(settle))
             .route("/v2/invoices/cancel", post(cancel))
@@ -1236,6 +1269,15 @@ mod tests {
 
     fn last_post(node: &Shared) -> (String, Value) {
         node.lock().unwrap().posts.last().unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn health_asks_getinfo_with_the_macaroon() {
+        let (url, _node) = fake_lnd().await;
+        let (lnd, _dir) = client(&url, MACAROON, None);
+        assert_eq!(lnd.health().await.unwrap(), "LND node 02abc (fake)");
+        let (wrong, _dir) = client(&url, b"not the macaroon", None);
+        assert!(wrong.health().await.is_err());
     }
 
     #[tokio::test]

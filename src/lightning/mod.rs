@@ -93,6 +93,10 @@ pub trait Backend: Send + Sync {
     /// For logs and the `doctor`: "dev", "lnbits", "lnd".
     fn name(&self) -> &'static str;
 
+    /// A cheap call that proves the backend answers and its keys work, for the
+    /// `doctor`: a short description of what answered (a node, a wallet).
+    fn health(&self) -> BoxFuture<'_, Result<String>>;
+
     fn create_invoice<'a>(&'a self, request: &'a InvoiceRequest) -> BoxFuture<'a, Result<Invoice>>;
 
     fn invoice_state<'a>(

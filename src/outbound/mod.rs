@@ -36,6 +36,11 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// What the worker needs from the config.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The longest one delivery attempt may take, all hosts included.
+    pub deadline: Duration,
+    /// How long a claim lasts: past the attempt's deadline, so no other node retakes a
+    /// recipient while it is being delivered.
+    pub claim: Duration,
     pub hostname: String,
     pub domain: String,
     pub timing: RetryTiming,
@@ -48,7 +53,14 @@ pub struct Settings {
 impl Settings {
     pub fn from_config(c: &crate::config::Config) -> Settings {
         let o = &c.outbound;
+        let deadline = c.outbound_attempt_seconds();
+        let claim = match o.claim_seconds {
+            0 => deadline + 300,
+            set => set,
+        };
         Settings {
+            deadline: Duration::from_secs(deadline),
+            claim: Duration::from_secs(claim),
             hostname: c.server.hostname.clone(),
             domain: c.server.domain.clone(),
             timing: RetryTiming {
@@ -64,15 +76,12 @@ impl Settings {
         }
     }
 
-    /// The longest one delivery attempt may take, all hosts included.
     fn deadline(&self) -> Duration {
-        (self.timing.publish_timeout * 6).max(Duration::from_secs(600))
+        self.deadline
     }
 
-    /// How long a claim lasts: past the attempt's deadline, so no other node retakes
-    /// a recipient while it is being delivered.
     fn lease(&self) -> i64 {
-        self.deadline().as_secs() as i64 + 300
+        self.claim.as_secs() as i64
     }
 }
 

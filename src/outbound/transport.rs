@@ -71,6 +71,8 @@ pub struct Transport {
     route: Route,
     hello: ClientId,
     timeout: Duration,
+    /// For the answer to the end of a message (RFC 5321 4.5.3.2.6: ten minutes).
+    final_reply: Duration,
     roots: Vec<Vec<u8>>,
 }
 
@@ -207,6 +209,7 @@ impl Transport {
             route,
             hello: ClientId::Domain(hostname.to_owned()),
             timeout: Duration::from_secs(config.timeout_seconds),
+            final_reply: Duration::from_secs(config.final_reply_timeout_seconds),
             roots,
         })
     }
@@ -582,11 +585,7 @@ impl Transport {
                     // would add an empty line.
                     let body = data.strip_suffix(b"\r\n").unwrap_or(data);
                     // RFC 5321 4.5.3.2.6: ten minutes for the answer to the final dot.
-                    timed(
-                        self.timeout.max(Duration::from_secs(600)),
-                        conn.message(body),
-                    )
-                    .await
+                    timed(self.final_reply, conn.message(body)).await
                 }
                 Err(e) => Err(e),
             };

@@ -85,6 +85,8 @@ pub struct Outbox {
     wake: Notify,
     connections: Mutex<HashMap<String, Connection>>,
     payer: std::sync::OnceLock<Arc<dyn Payer>>,
+    /// How long a claim lasts, in seconds; 0 until the daemon sets it from the config.
+    claim: std::sync::atomic::AtomicU64,
 }
 
 impl Outbox {
@@ -96,7 +98,15 @@ impl Outbox {
             wake: Notify::new(),
             connections: Mutex::new(HashMap::new()),
             payer: std::sync::OnceLock::new(),
+            claim: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Sets how long a claim on a queued message lasts (another node takes it over
+    /// after this when this one dies); it must outlast an attempt.
+    pub fn set_claim(&self, claim: Duration) {
+        self.claim
+            .store(claim.as_secs(), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Lets `payer` pay the INVOICEs recipients' relays send; without one a message
@@ -238,8 +248,13 @@ impl Outbox {
     pub async fn work_once(&self) -> store::Result<usize> {
         // A claim must outlast an attempt, payment included (a Lightning payment may
         // take a minute or two), or another node would take the row over mid-payment.
-        let paying = if self.payer.get().is_some() { 180 } else { 0 };
-        let lease = (self.timing.publish_timeout.as_secs() * 2 + 30 + paying) as i64;
+        let lease = match self.claim.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => {
+                let paying = if self.payer.get().is_some() { 180 } else { 0 };
+                self.timing.publish_timeout.as_secs() * 2 + 30 + paying
+            }
+            set => set,
+        } as i64;
         let rows = outbox::claim_due(&self.store, lease, 64).await?;
         let n = rows.len();
         let work = rows.iter().map(|row| async move {

@@ -61,7 +61,7 @@ pub fn client_config(trust: Trust<'_>) -> Result<Arc<ClientConfig>, ClientTlsErr
 /// Accepts any certificate but still checks handshake signatures, so the session is
 /// encrypted to whoever answered; it only does not know who that is.
 #[derive(Debug)]
-struct AcceptAnything(Arc<rustls::crypto::CryptoProvider>);
+pub(crate) struct AcceptAnything(pub(crate) Arc<rustls::crypto::CryptoProvider>);
 
 impl ServerCertVerifier for AcceptAnything {
     fn verify_server_cert(

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod raw_imap;
 pub mod raw_smtp;
 
 use std::io::Write;
@@ -100,4 +101,40 @@ pub fn smtp_port(running: &lnmp_bridge::daemon::Running, kind: lnmp_bridge::smtp
         .unwrap()
         .1
         .port()
+}
+
+/// The PostgreSQL database of the tests that need one (LNMP_TEST_DATABASE_URL); without
+/// it, says the test is skipped.
+pub fn test_database_url() -> Option<String> {
+    let url = std::env::var("LNMP_TEST_DATABASE_URL").ok();
+    if url.is_none() {
+        eprintln!("skipped: LNMP_TEST_DATABASE_URL is not set");
+    }
+    url
+}
+
+/// A new, empty PostgreSQL schema `schema` in the database at `base` (one a previous
+/// run left is dropped first), and the database URL that works in it.
+pub async fn fresh_pg_schema(base: &str, schema: &str) -> String {
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(base).await.unwrap();
+    for sql in [
+        format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+        format!("CREATE SCHEMA {schema}"),
+    ] {
+        sqlx::query(&sql).execute(&mut admin).await.unwrap();
+    }
+    admin.close().await.ok();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}options=-c%20search_path%3D{schema}")
+}
+
+/// Drops the schema `schema` of the database at `base`, if it can.
+pub async fn drop_pg_schema(base: &str, schema: &str) {
+    use sqlx::Connection;
+    if let Ok(mut admin) = sqlx::PgConnection::connect(base).await {
+        let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+            .execute(&mut admin)
+            .await;
+    }
 }

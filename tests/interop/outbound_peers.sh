@@ -32,18 +32,11 @@ export PATH="$PATH:/usr/sbin:/sbin"
 # shellcheck source=tests/interop/peers_lib.sh
 source "$root/tests/interop/peers_lib.sh"
 
-target="${CARGO_TARGET_DIR:-target}"
-lnmp_bin=$(abs "${LNMP_BIN:-$target/debug/lnmp-bridge}")
-dns_stub_bin=$(abs "${DNS_STUB_BIN:-$target/debug/examples/dns_stub}")
+lnmp_binaries lnmp-bridge dns_stub
 py="${PYTHON:-python3}"
 sink_py="$root/tests/interop/outbound_sink.py"
 
-for f in "$lnmp_bin" "$dns_stub_bin"; do
-  [ -x "$f" ] || { echo "missing $f: cargo build --locked --bin lnmp-bridge --example dns_stub" >&2; exit 1; }
-done
-for tool in swaks openssl python3; do
-  command -v "$tool" >/dev/null || { echo "missing $tool (Debian: swaks openssl python3)" >&2; exit 1; }
-done
+need_tools "Debian: swaks openssl python3" swaks openssl python3
 perl -MNet::SSLeay -e1 2>/dev/null || { echo "swaks needs Net::SSLeay for TLS (Debian: libnet-ssleay-perl)" >&2; exit 1; }
 "$py" -c 'import aiosmtpd, dkim, nacl' 2>/dev/null || {
   echo "$py lacks aiosmtpd, dkimpy or PyNaCl: set PYTHON to a Python with tests/interop/requirements.txt" >&2
@@ -101,15 +94,9 @@ export LNMP__HTTP__LISTEN=127.0.0.1:0
 # The relay advertises the port it was given, so it gets a real one; the SMTP and IMAP
 # listeners take any free port and are read back from the banner.
 export LNMP__RELAY__LISTEN="127.0.0.1:$(free_port)"
-export LNMP__SMTP__MX_LISTEN=127.0.0.1:0
+loopback_listeners
 # Strangers' mail passes free here: the paywall has its own checks (payments_peers.sh).
 export LNMP__PRICING__STRANGER=0
-export LNMP__SMTP__SUBMISSION_LISTEN=127.0.0.1:0
-export LNMP__SMTP__SUBMISSIONS_LISTEN=
-export LNMP__IMAP__LISTEN=127.0.0.1:0
-export LNMP__IMAP__TLS_LISTEN=
-export LNMP__IMAP__ALLOW_PLAINTEXT_AUTH_ON_LOOPBACK=true
-export LNMP__LIMITS__SHUTDOWN_GRACE_SECONDS=5
 # Every remote MX is the sink; the queue is looked at every second.
 export LNMP__OUTBOUND__MX_PORT="$mx_sink_port"
 export LNMP__OUTBOUND__POLL_SECONDS=1

@@ -185,13 +185,7 @@ export LNMP__SERVER__HOSTNAME=mx.bridge.test
 export LNMP__HTTP__LISTEN="127.0.0.1:$http_port"
 relay_port=$(free_port)
 export LNMP__RELAY__LISTEN="127.0.0.1:$relay_port"
-export LNMP__SMTP__MX_LISTEN=127.0.0.1:0
-export LNMP__SMTP__SUBMISSION_LISTEN=127.0.0.1:0
-export LNMP__SMTP__SUBMISSIONS_LISTEN=
-export LNMP__IMAP__LISTEN=127.0.0.1:0
-export LNMP__IMAP__TLS_LISTEN=
-export LNMP__IMAP__ALLOW_PLAINTEXT_AUTH_ON_LOOPBACK=true
-export LNMP__LIMITS__SHUTDOWN_GRACE_SECONDS=5
+loopback_listeners
 export LNMP__OUTBOUND__MX_PORT="$sink_port"
 export LNMP__OUTBOUND__POLL_SECONDS=1
 export LNMP__OUTBOUND__TIMEOUT_SECONDS=15

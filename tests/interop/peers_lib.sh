@@ -1,9 +1,11 @@
 # Shared by the interop scripts that drive the daemon's binary against real peers
-# (smtp_peers.sh, outbound_peers.sh): sourced after `cd` to the repository root, with
+# (smtp_peers.sh, outbound_peers.sh, payments_peers.sh, nodes_peers.sh, acme_peers.sh,
+# deploy_checks.sh, host_domain.sh): sourced after `cd` to the repository root, with
 # `root` and `work` set by the caller. Defines the process and port helpers, the
-# ok/not ok counting, and swaks runs.
+# ok/not ok counting, swaks runs, and the binary and tool checks of their preambles.
 # shellcheck shell=bash
 # shellcheck disable=SC2154 # root and work come from the caller
+# shellcheck disable=SC2034 # target, lnmp_bin, dns_stub_bin are for the caller
 
 abs() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$root/$1" ;; esac; }
 
@@ -42,6 +44,44 @@ appears() {
     sleep 0.1
   done
   grep -Eq "$2" "$1" 2>/dev/null
+}
+# lnmp_binaries lnmp-bridge [dns_stub]: sets target, lnmp_bin and, with dns_stub, dns_stub_bin
+# (LNMP_BIN, DNS_STUB_BIN, by default under ${CARGO_TARGET_DIR:-target}/debug); ends the
+# script if one is not built.
+lnmp_binaries() {
+  local build="cargo build --locked --bin lnmp-bridge" f
+  target="${CARGO_TARGET_DIR:-target}"
+  lnmp_bin=$(abs "${LNMP_BIN:-$target/debug/lnmp-bridge}")
+  local bins=("$lnmp_bin")
+  if [ "${2:-}" = dns_stub ]; then
+    dns_stub_bin=$(abs "${DNS_STUB_BIN:-$target/debug/examples/dns_stub}")
+    bins+=("$dns_stub_bin")
+    build+=" --example dns_stub"
+  fi
+  for f in "${bins[@]}"; do
+    [ -x "$f" ] || { echo "missing $f: $build" >&2; exit 1; }
+  done
+}
+# need_tools HINT TOOL...: ends the script unless every TOOL is on PATH; HINT (may be
+# empty) names the packages that bring them.
+need_tools() {
+  local hint=$1 tool
+  shift
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || { echo "missing $tool${hint:+ ($hint)}" >&2; exit 1; }
+  done
+}
+# loopback_listeners: the daemon's SMTP (MX, submission) and plain IMAP listeners on
+# free loopback ports (read back from its banner), implicit-TLS submission and IMAP off,
+# plaintext AUTH allowed on loopback, a 5 s shutdown grace.
+loopback_listeners() {
+  export LNMP__SMTP__MX_LISTEN=127.0.0.1:0
+  export LNMP__SMTP__SUBMISSION_LISTEN=127.0.0.1:0
+  export LNMP__SMTP__SUBMISSIONS_LISTEN=
+  export LNMP__IMAP__LISTEN=127.0.0.1:0
+  export LNMP__IMAP__TLS_LISTEN=
+  export LNMP__IMAP__ALLOW_PLAINTEXT_AUTH_ON_LOOPBACK=true
+  export LNMP__LIMITS__SHUTDOWN_GRACE_SECONDS=5
 }
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'

@@ -19,17 +19,10 @@ export PATH="$PATH:/usr/sbin:/sbin"
 # shellcheck source=tests/interop/peers_lib.sh
 source "$root/tests/interop/peers_lib.sh"
 
-target="${CARGO_TARGET_DIR:-target}"
-lnmp_bin=$(abs "${LNMP_BIN:-$target/debug/lnmp-bridge}")
-dns_stub_bin=$(abs "${DNS_STUB_BIN:-$target/debug/examples/dns_stub}")
+lnmp_binaries lnmp-bridge dns_stub
 zone="$root/fixtures/dns/test.zone"
 
-for f in "$lnmp_bin" "$dns_stub_bin"; do
-  [ -x "$f" ] || { echo "missing $f: cargo build --locked --bin lnmp-bridge --example dns_stub" >&2; exit 1; }
-done
-for tool in swaks smtp-source python3; do
-  command -v "$tool" >/dev/null || { echo "missing $tool (Debian: swaks postfix python3)" >&2; exit 1; }
-done
+need_tools "Debian: swaks postfix python3" swaks smtp-source python3
 perl -MNet::SSLeay -e1 2>/dev/null || { echo "swaks needs Net::SSLeay for TLS (Debian: libnet-ssleay-perl)" >&2; exit 1; }
 have_sqlite=1
 command -v sqlite3 >/dev/null || have_sqlite=0
