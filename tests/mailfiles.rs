@@ -475,9 +475,15 @@ async fn the_commands_run_against_a_config() {
     let custody = lnmp_bridge::custody::open(&config).await.unwrap();
     custody.add_user("carol", "correct horse").await.unwrap();
     custody.store().close().await;
-    mailfiles::import_command(&config, "carol", &fixture("bob.mbox"))
+    // bob.mbox holds one message that has no header: the rest is imported, and the
+    // command fails so that a script notices.
+    let err = mailfiles::import_command(&config, "carol", &fixture("bob.mbox"))
         .await
-        .unwrap();
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "1 message could not be imported (listed above); the rest is in"
+    );
     let out = dir.path().join("out/carol.mbox");
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
     mailfiles::export_command(&config, "carol", &out)
@@ -497,6 +503,26 @@ async fn the_commands_run_against_a_config() {
         .await
         .unwrap_err();
     assert!(!err.to_string().is_empty());
+
+    // Over a smaller size limit, more are left out; the rest still comes in.
+    let custody = lnmp_bridge::custody::open(&config).await.unwrap();
+    custody.add_user("dave", "correct horse").await.unwrap();
+    custody.store().close().await;
+    let mut small = config.clone();
+    small.imap.max_literal_bytes = 1200;
+    let err = mailfiles::import_command(&small, "dave", &fixture("bob.mbox"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "2 messages could not be imported (listed above); the rest is in"
+    );
+    let out = dir.path().join("out/dave.mbox");
+    mailfiles::export_command(&config, "dave", &out)
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(text.matches("\nX-Folder: INBOX\n").count(), 3);
 }
 
 /// A raw IMAP client, enough for LOGIN, SELECT, IDLE and FETCH.

@@ -785,6 +785,11 @@ fn progress_bar(template: &str) -> ProgressBar {
     bar
 }
 
+/// "1 message", "2 messages".
+fn messages(n: usize) -> String {
+    format!("{n} message{}", if n == 1 { "" } else { "s" })
+}
+
 pub async fn import_command(
     config: &crate::config::Config,
     user: &str,
@@ -801,6 +806,13 @@ pub async fn import_command(
         eprintln!("skipped {}: {}", f.what, f.why);
     }
     println!("{summary}");
+    // What was imported stays; a script still learns that the import was not whole.
+    if !summary.failed.is_empty() {
+        anyhow::bail!(
+            "{} could not be imported (listed above); the rest is in",
+            messages(summary.failed.len())
+        );
+    }
     Ok(())
 }
 
@@ -838,6 +850,12 @@ pub async fn export_command(
         mbox.display(),
         summary.failed.len()
     );
+    if !summary.failed.is_empty() {
+        anyhow::bail!(
+            "{} could not be exported (listed above)",
+            messages(summary.failed.len())
+        );
+    }
     Ok(())
 }
 
